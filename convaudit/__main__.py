@@ -1,0 +1,5 @@
+"""``python -m convaudit``."""
+
+from convaudit.cli import run
+
+run()

@@ -1,0 +1,43 @@
+"""Command-line interface: thin typer commands over the library; the only code that prints.
+
+Exit codes: 0 ok, 1 a check failed, 2 usage/input/environment error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from convaudit.cli import check, clip, layers, spectrum  # noqa: F401  (registers the commands)
+from convaudit.cli.app import app, debug_enabled, report_error
+from convaudit.errors import EXIT_ERROR, EXIT_INTERRUPTED, ConvauditError
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (errors already mapped to one line)."""
+    try:
+        app(args=argv, prog_name="convaudit", standalone_mode=False)
+    except typer.Exit as exc:
+        return int(exc.exit_code or 0)
+    except (typer.Abort, KeyboardInterrupt):
+        sys.stderr.write("error: interrupted\n")
+        return EXIT_INTERRUPTED
+    except ConvauditError as exc:  # raised outside a command (e.g. in a callback)
+        if debug_enabled():
+            raise
+        report_error(exc.message, exc.hint)
+        return exc.exit_code
+    except typer.TyperException as exc:  # usage errors: unknown option, bad value, ...
+        message = exc.format_message()
+        if message:  # empty when typer already printed the help (no arguments given)
+            report_error(message, "run `convaudit --help` (or COMMAND --help) for usage")
+        return EXIT_ERROR
+    return 0
+
+
+def run() -> None:  # pragma: no cover - the console script
+    sys.exit(main())
+
+
+__all__ = ["app", "main", "run"]

@@ -1,0 +1,46 @@
+"""Shared test fixtures: paths to real third-party models, keras backend, dense oracle."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+sys.path.insert(0, str(Path(__file__).parent))  # for `import oracle`
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "sample_models"
+SHARED_MODELS = REPO.parent / "shared" / "models"
+
+
+@pytest.fixture(scope="session")
+def shared_models() -> Path:
+    """The real third-party checkpoints folder; tests using it skip cleanly when absent."""
+    if not SHARED_MODELS.is_dir():
+        pytest.skip("../shared/models is absent")
+    return SHARED_MODELS
+
+
+@pytest.fixture(scope="session")
+def onnx_light_models() -> list[Path]:
+    import onnx
+
+    light = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+    found = sorted(light.glob("light_*.onnx"))
+    if not found:
+        pytest.skip("onnx package ships no light_*.onnx models")
+    return found
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
