@@ -17,7 +17,8 @@ from convaudit.errors import EXIT_ERROR, EXIT_INTERRUPTED, ConvauditError
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (errors already mapped to one line)."""
     try:
-        app(args=argv, prog_name="convaudit", standalone_mode=False)
+        # Without standalone mode click *returns* a typer.Exit's code instead of raising it.
+        result = app(args=argv, prog_name="convaudit", standalone_mode=False)
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
     except (typer.Abort, KeyboardInterrupt):
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         if message:  # empty when typer already printed the help (no arguments given)
             report_error(message, "run `convaudit --help` (or COMMAND --help) for usage")
         return EXIT_ERROR
-    return 0
+    return result if type(result) is int else 0
 
 
 def run() -> None:  # pragma: no cover - the console script

@@ -1,0 +1,232 @@
+"""Model-level analysis: run the engine over every selected layer of a ModelIR.
+
+``analyse(ir) -> ModelReport`` is what ``convaudit spectrum`` and the Python API call; the
+reporters in :mod:`convaudit.report` render the report. Library code: never prints; progress goes
+through a callback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from convaudit.engine.results import EngineOptions, LayerSpectrum
+from convaudit.errors import ConfigError, UnsupportedLayerError
+from convaudit.ir import ConvLayer, Layer, ModelIR, SkippedLayer
+
+#: progress(done_layers, total_layers, layer_name)
+ModelProgress = Callable[[int, int, str], None]
+
+NAIVE_PRODUCT_LABEL = (
+    "naive product of the per-layer sigma_max; NOT a certified network bound: skip connections, "
+    "concatenations and non-conv ops are ignored (`convaudit check` gives the graph-aware bound)"
+)
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """What ``analyse`` computes.
+
+    ``full``: keep every singular value (needed for --full, --plot, --save-spectra).
+    ``sigma``: "exact" (sigma_max of the layer's real operator, converged) or "bound" (the cheap
+    certified upper bound). ``layers``: a regular expression; only layers whose name it matches
+    (``re.search``) are analysed. ``fold_bn``: analyse conv + attached eval-mode BatchNorm.
+    """
+
+    full: bool = False
+    fold_bn: bool = False
+    sigma: Literal["exact", "bound"] = "exact"
+    layers: str | None = None
+    dtype: Literal["float32", "float64"] = "float64"
+    device: str = "cpu"
+    max_memory: int | None = None
+    tol: float = 1e-6
+
+    def engine_options(self) -> EngineOptions:
+        return EngineOptions(
+            dtype=self.dtype, device=self.device, max_memory=self.max_memory, tol=self.tol
+        )
+
+
+@dataclass(frozen=True)
+class LayerGeometry:
+    """The displayable geometry of one layer (no weights). Dense layers leave conv fields empty."""
+
+    kernel_shape: tuple[int, ...]
+    stride: tuple[int, ...] = ()
+    dilation: tuple[int, ...] = ()
+    groups: int = 1
+    padding_mode: str = ""
+    padding: tuple[tuple[int, int], ...] = ()
+    transposed: bool = False
+    input_size: tuple[int, ...] | None = None
+    bn: str | None = None
+
+    @classmethod
+    def of(cls, layer: Layer) -> LayerGeometry:
+        if not isinstance(layer, ConvLayer):
+            return cls(kernel_shape=tuple(int(d) for d in layer.weight.shape))
+        return cls(
+            kernel_shape=tuple(int(d) for d in layer.kernel.shape),
+            stride=layer.stride,
+            dilation=layer.dilation,
+            groups=layer.groups,
+            padding_mode=layer.padding_mode,
+            padding=layer.padding,
+            transposed=layer.transposed,
+            input_size=layer.input_size,
+            bn=None if layer.bn is None else (layer.bn.name or "yes"),
+        )
+
+
+@dataclass(frozen=True)
+class LayerResult:
+    """One analysed layer: its geometry from the IR and what the engine said about it."""
+
+    name: str
+    kind: str
+    geometry: LayerGeometry
+    spectrum: LayerSpectrum
+
+
+@dataclass(frozen=True)
+class NaiveProduct:
+    """Product of the per-layer sigma_max. Labelled: it is not a network bound in general."""
+
+    value: float | None
+    factors: int
+    complete: bool  # every conv/dense layer of the model contributed a finite sigma_max
+    label: str = NAIVE_PRODUCT_LABEL
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    layers_analysed: int
+    layers_skipped: int
+    largest_sigma_max: tuple[str, float] | None
+    naive_product: NaiveProduct
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelReport:
+    """Everything ``convaudit spectrum`` reports about one model; reporters render it."""
+
+    path: str
+    format: str
+    input_shapes: Mapping[str, tuple[int | None, ...]]
+    layers: tuple[LayerResult, ...]
+    skipped: tuple[SkippedLayer, ...]
+    summary: ModelSummary
+    options: AnalysisOptions
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def select_layers(
+    ir: ModelIR, pattern: str | None
+) -> tuple[tuple[Layer, ...], tuple[SkippedLayer, ...]]:
+    """The layers (and skipped layers) whose names match ``pattern`` (all when None)."""
+    if pattern is None:
+        return ir.layers, ir.skipped
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(f"bad --layers regular expression {pattern!r}: {exc}") from None
+    layers = tuple(layer for layer in ir.layers if regex.search(layer.name))
+    skipped = tuple(s for s in ir.skipped if regex.search(s.name))
+    if not layers and not skipped:
+        names = ", ".join(layer.name for layer in ir.layers[:5])
+        raise ConfigError(
+            f"--layers {pattern!r} matches no layer of {ir.path}",
+            hint=f"layer names look like: {names}" if names else "the model has no conv layers",
+        )
+    return layers, skipped
+
+
+def analyse(
+    ir: ModelIR | str | Path,
+    options: AnalysisOptions | None = None,
+    *,
+    progress: ModelProgress | None = None,
+    **overrides: Any,
+) -> ModelReport:
+    """Analyse every selected conv and dense layer of ``ir`` (a ModelIR, or a path to load).
+
+    Keyword ``overrides`` set AnalysisOptions fields, e.g. ``analyse(ir, fold_bn=True)``.
+    A layer the engine cannot analyse exactly becomes a skipped layer with the engine's reason.
+    """
+    from convaudit.engine.layer import analyse_layer
+
+    opts = dataclasses.replace(options or AnalysisOptions(), **overrides)
+    if not isinstance(ir, ModelIR):
+        from convaudit.loaders import load_model
+
+        ir = load_model(ir)
+    chosen, skipped_in_ir = select_layers(ir, opts.layers)
+    engine_options = opts.engine_options()
+    results: list[LayerResult] = []
+    skipped = list(skipped_in_ir)
+    for done, layer in enumerate(chosen):
+        if progress is not None:
+            progress(done, len(chosen), layer.name)
+        try:
+            spectrum = analyse_layer(
+                layer,
+                full=opts.full,
+                fold_bn=opts.fold_bn,
+                sigma=opts.sigma,
+                options=engine_options,
+            )
+        except UnsupportedLayerError as exc:
+            skipped.append(SkippedLayer(layer.name, exc.message, op=layer.kind))
+            continue
+        results.append(LayerResult(layer.name, layer.kind, LayerGeometry.of(layer), spectrum))
+    if progress is not None:
+        progress(len(chosen), len(chosen), "")
+    return ModelReport(
+        path=ir.path,
+        format=ir.format,
+        input_shapes=dict(ir.input_shapes),
+        layers=tuple(results),
+        skipped=tuple(skipped),
+        summary=summarise(results, skipped, opts, selected=opts.layers is not None),
+        options=opts,
+        notes=ir.notes,
+    )
+
+
+def summarise(
+    results: list[LayerResult],
+    skipped: list[SkippedLayer],
+    opts: AnalysisOptions,
+    *,
+    selected: bool = False,
+) -> ModelSummary:
+    """Largest sigma_max and the (labelled) naive product over the analysed layers."""
+    sigmas = [
+        (r.name, r.spectrum.sigma_max.value)
+        for r in results
+        if r.spectrum.sigma_max is not None and math.isfinite(r.spectrum.sigma_max.value)
+    ]
+    complete = len(sigmas) == len(results) and not skipped and not selected
+    product = math.prod(value for _, value in sigmas) if sigmas else None
+    notes: list[str] = []
+    if not complete:
+        notes.append("the naive product covers only the layers listed with a finite sigma_max")
+    if not opts.fold_bn and any(r.geometry.bn for r in results):
+        notes.append("BatchNorm scales are not included (use --fold-bn to include them)")
+    if any(r.spectrum.sigma_max is not None and not r.spectrum.sigma_max.exact for r in results):
+        notes.append("some factors are upper bounds, not exact values")
+    largest = max(sigmas, key=lambda item: item[1]) if sigmas else None
+    return ModelSummary(
+        layers_analysed=len(results),
+        layers_skipped=len(skipped),
+        largest_sigma_max=largest,
+        naive_product=NaiveProduct(product, len(sigmas), complete),
+        notes=tuple(notes),
+    )

@@ -1,0 +1,141 @@
+"""Measure one model for ``convaudit check``: per-layer values, graph bound, empirical bound.
+
+Library code (never prints). The per-layer values come from :func:`convaudit.analysis.analyse`
+(the engine's sigma_max of each layer's real operator, plus the circular spectrum's sigma_min
+and condition when a limit needs them); the graph bound gets the engine's certified upper
+bounds injected (:class:`convaudit.network.LayerBounds`); the empirical lower bound runs the
+model itself where a runtime can (ONNX via onnxruntime).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from convaudit.analysis import AnalysisOptions, LayerResult, ModelReport, analyse
+from convaudit.empirical import EmpiricalBound, SearchOptions, onnx_blackbox, search_blackbox
+from convaudit.errors import ConvauditError
+from convaudit.gate import LayerMetrics, ModelCheck
+from convaudit.ir import ConvLayer, ModelIR
+from convaudit.network import LayerBounds, NetworkBound, network_bound
+
+#: progress(done, total, what)
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class AuditOptions:
+    """What to measure. ``spectrum``: also sigma_min / condition (needs the full spectrum)."""
+
+    analysis: AnalysisOptions
+    spectrum: bool = False
+    empirical: bool = True
+    search: SearchOptions = field(default_factory=lambda: SearchOptions(trials=2, iterations=6))
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None
+
+
+def _metrics(result: LayerResult) -> LayerMetrics:
+    spec = result.spectrum
+    sigma = spec.sigma_max
+    where = ""
+    if spec.spectrum_operator is not None:
+        grid = "x".join(str(n) for n in spec.spectrum_grid or ())
+        where = f"{spec.spectrum_operator} operator, {grid}"
+    return LayerMetrics(
+        name=result.name,
+        kind=result.kind,
+        sigma_max=None if sigma is None else sigma.value,
+        sigma_max_label="" if sigma is None else sigma.describe(),
+        sigma_min=spec.sigma_min,
+        condition=spec.condition,
+        spectrum_label=where,
+        bn_folded=spec.bn_folded,
+    )
+
+
+def layer_bounds(ir: ModelIR, report: ModelReport, options: AnalysisOptions) -> LayerBounds:
+    """Certified per-layer upper bounds for the graph: the analysed ones, plus whichever of
+    (conv alone, conv + BN) the analysis did not compute and the graph needs."""
+    from convaudit.engine.layer import layer_upper_bound
+
+    engine = options.engine_options()
+    measured = {
+        r.name: r.spectrum.sigma_max.upper
+        for r in report.layers
+        if r.spectrum.sigma_max is not None
+    }
+    with_bn = {
+        layer.name
+        for layer in ir.layers
+        if isinstance(layer, ConvLayer) and layer.bn is not None and layer.name in measured
+    }
+    folded_targets = {
+        str(n.attrs.get("folded_into"))
+        for n in (ir.graph.nodes if ir.graph else ())
+        if n.kind == "batchnorm"
+    }
+    plain = {name: v for name, v in measured.items() if not (options.fold_bn and name in with_bn)}
+    folded = {name: measured[name] for name in with_bn if options.fold_bn}
+    for name in with_bn:
+        layer = ir.layer(name)
+        if options.fold_bn and name not in plain:
+            plain[name] = layer_upper_bound(layer, fold_bn=False, options=engine).upper
+        if not options.fold_bn and name in folded_targets:
+            folded[name] = layer_upper_bound(layer, fold_bn=True, options=engine).upper
+    return LayerBounds(plain=plain, folded=folded)
+
+
+def empirical_bound(ir: ModelIR, options: AuditOptions) -> EmpiricalBound:
+    """The empirical lower bound, by running the model (ONNX: onnxruntime)."""
+    if ir.format != "onnx":
+        raise ConvauditError(f"no runtime to execute {ir.format} models here (ONNX only)")
+    shapes: dict[str, tuple[int, ...]] = dict(options.input_shapes or {})
+    for name, shape in ir.input_shapes.items():
+        if name not in shapes and all(isinstance(d, int) and d > 0 for d in shape):
+            shapes[name] = tuple(int(d) for d in shape if d is not None)
+    fn, input_shapes, dtype = onnx_blackbox(ir.path, shapes)
+    return search_blackbox(fn, input_shapes, options.search, dtype=dtype)
+
+
+def audit_model(
+    ir: ModelIR, key: str, options: AuditOptions, *, progress: Progress | None = None
+) -> ModelCheck:
+    analysis = dataclasses.replace(options.analysis, full=options.spectrum)
+    report = analyse(ir, analysis, progress=progress)
+    network: NetworkBound | None = None
+    network_error = None
+    if ir.graph is None:
+        network_error = f"the {ir.format} loader gave no graph for this file"
+    else:
+        network = network_bound(ir.graph, layer_bounds(ir, report, analysis))
+    empirical, empirical_error = None, None
+    if options.empirical:
+        try:
+            empirical = empirical_bound(ir, options)
+        except ConvauditError as exc:
+            empirical_error = exc.message
+    notes = list(report.notes)
+    upper = network.value if network is not None else math.inf
+    lower = empirical.value if empirical is not None else 0.0
+    if lower > upper * (1 + 1e-4):  # a certified bound below a measured ratio: never expected
+        notes.append(
+            f"INTERNAL CHECK FAILED: empirical lower bound {lower:.6g} exceeds the "
+            f"graph bound {upper:.6g}; please report this model"
+        )
+    return ModelCheck(
+        path=ir.path,
+        key=key,
+        format=ir.format,
+        layers=tuple(_metrics(r) for r in report.layers),
+        skipped=report.skipped,
+        network=network,
+        network_error=network_error,
+        empirical=empirical,
+        empirical_error=empirical_error,
+        notes=tuple(notes),
+    )
+
+
+__all__ = ["AuditOptions", "audit_model", "empirical_bound", "layer_bounds"]

@@ -1,0 +1,232 @@
+"""Empirical LOWER bound on a network's Lipschitz constant: the largest ||f(x) - f(y)|| / ||x - y||
+found by a short search from random inputs.
+
+Every ratio reported was measured on a real pair (x, y) by running the model, so it is a valid
+lower bound on the Lipschitz constant of the function as that runtime computes it (in its own
+floating point); the pairs are kept far enough apart (``step``) that rounding is negligible.
+Together with the certified upper bound of :mod:`convaudit.network` it brackets the truth.
+
+Two searches:
+- ``search_autograd`` (a torch callable): power iteration on J(x)ᵀJ(x) with forward / reverse
+  mode products at random points, then a few gradient-ascent steps on the finite-difference
+  ratio over (x, direction). Close to the local sup of ||J||.
+- ``search_blackbox`` (any numpy callable, e.g. onnxruntime): zeroth order. Finite-difference
+  Jacobian-vector products on a block of random directions plus the best so far, and the top
+  right singular vector of that block as the next best direction. Weaker in high dimensions:
+  the bound it finds can be far below the truth, never above it.
+
+The network is taken as one map from all inputs (flattened, concatenated) to all float outputs
+(flattened, concatenated), the same convention as the graph bound.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convaudit.errors import UnsupportedLayerError
+
+#: numpy inputs -> numpy outputs, for one sample (batch dimension included in the shapes)
+BlackBox = Callable[[Sequence[np.ndarray]], Sequence[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    trials: int = 4  # random starting points
+    iterations: int = 12  # power / block iterations per start
+    ascent_steps: int = 10  # gradient steps on the measured ratio (autograd search only)
+    block: int = 8  # directions per block (black-box search)
+    step: float = 1e-2  # ||x - y|| per sqrt(input size): large enough to dwarf rounding
+    scale: float = 1.0  # standard deviation of the random inputs
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EmpiricalBound:
+    """A lower bound: ``value`` = max ratio over the ``evaluations`` model runs made."""
+
+    value: float
+    method: str
+    evaluations: int
+    options: SearchOptions
+
+    def describe(self) -> str:
+        return f"{self.value:.6g} (lower bound: largest ||f(x)-f(y)||/||x-y|| found, {self.method})"
+
+
+def _split(z: Any, shapes: Sequence[tuple[int, ...]]) -> list[Any]:
+    """Cut a flat vector (numpy or torch) into the input tensors."""
+    out, start = [], 0
+    for shape in shapes:
+        n = math.prod(shape)
+        out.append(z[start : start + n].reshape(shape))
+        start += n
+    return out
+
+
+def search_blackbox(
+    fn: BlackBox,
+    input_shapes: Sequence[tuple[int, ...]],
+    options: SearchOptions | None = None,
+    *,
+    dtype: Any = np.float32,
+) -> EmpiricalBound:
+    """Zeroth-order search on a black-box model (numpy in, numpy out)."""
+    opt = options or SearchOptions()
+    rng = np.random.default_rng(opt.seed)
+    n = sum(math.prod(s) for s in input_shapes)
+    h = opt.step * math.sqrt(n)
+    evals = 0
+
+    def f(z: np.ndarray) -> np.ndarray:
+        nonlocal evals
+        evals += 1
+        outs = fn([part.astype(dtype) for part in _split(z, input_shapes)])
+        return np.concatenate([np.asarray(o, np.float64).ravel() for o in outs])
+
+    def ratio(x: np.ndarray, fx: np.ndarray, v: np.ndarray) -> float:
+        y = x + h * v
+        # the realised step after casting to the model's dtype, not the intended one
+        dx = np.linalg.norm(y.astype(dtype).astype(np.float64) - x.astype(dtype).astype(np.float64))
+        return float(np.linalg.norm(f(y) - fx) / dx) if dx > 0 else 0.0
+
+    best = 0.0
+    for _ in range(opt.trials):
+        x = rng.normal(0.0, opt.scale, n)
+        fx = f(x)
+        v_best = rng.normal(size=n)
+        v_best /= np.linalg.norm(v_best)
+        for _ in range(opt.iterations):
+            dirs = rng.normal(size=(opt.block, n))
+            dirs[0] = v_best
+            q, _ = np.linalg.qr(dirs.T)  # orthonormal columns spanning the block
+            jv = np.stack([(f(x + h * q[:, i]) - fx) / h for i in range(q.shape[1])], axis=1)
+            _, _, wt = np.linalg.svd(jv, full_matrices=False)
+            v_best = q @ wt[0]
+            v_best /= np.linalg.norm(v_best)
+            best = max(best, ratio(x, fx, v_best))
+    return EmpiricalBound(best, "zeroth-order block search on finite differences", evals, opt)
+
+
+def search_autograd(
+    fn: Callable[..., Any],
+    input_shapes: Sequence[tuple[int, ...]],
+    options: SearchOptions | None = None,
+    *,
+    dtype: Any = None,
+) -> EmpiricalBound:
+    """Power iteration on JᵀJ plus ratio ascent, on a torch callable ``fn(*inputs)``."""
+    import torch
+
+    opt = options or SearchOptions()
+    dtype = dtype or torch.float64
+    gen = torch.Generator().manual_seed(opt.seed)
+    n = sum(math.prod(s) for s in input_shapes)
+    h = opt.step * math.sqrt(n)
+    evals = 0
+
+    def f(z: torch.Tensor) -> torch.Tensor:
+        nonlocal evals
+        evals += 1
+        parts = [p.to(dtype) for p in _split(z, input_shapes)]
+        outs = fn(*parts)
+        outs = (outs,) if isinstance(outs, torch.Tensor) else tuple(outs)
+        return torch.cat([o.reshape(-1).to(torch.float64) for o in outs if o.is_floating_point()])
+
+    def measured(x: torch.Tensor, v: torch.Tensor) -> float:
+        with torch.no_grad():
+            y = x + h * v / v.norm()
+            dx = (y.to(dtype).double() - x.to(dtype).double()).norm()
+            return float((f(y) - f(x)).norm() / dx) if dx > 0 else 0.0
+
+    best = 0.0
+    for _ in range(opt.trials):
+        x = torch.randn(n, generator=gen, dtype=torch.float64) * opt.scale
+        v = torch.randn(n, generator=gen, dtype=torch.float64)
+        v /= v.norm()
+        vjp = torch.func.vjp(f, x)[1]
+        for _ in range(opt.iterations):
+            jv = torch.func.jvp(f, (x,), (v,))[1]
+            (v,) = vjp(jv)
+            norm = v.norm()
+            if not norm > 0:
+                break
+            v = v / norm
+        best = max(best, measured(x, v))
+        x_var, v_var = x.clone().requires_grad_(True), v.clone().requires_grad_(True)
+        adam = torch.optim.Adam([x_var, v_var], lr=0.05 * opt.scale)
+        for _ in range(opt.ascent_steps):
+            adam.zero_grad()
+            d = h * v_var / v_var.norm()
+            loss = -(f(x_var + d) - f(x_var)).norm() / h
+            loss.backward()
+            adam.step()
+            best = max(best, measured(x_var.detach(), v_var.detach()))
+    return EmpiricalBound(best, "autograd power iteration + ratio ascent", evals, opt)
+
+
+_FLOAT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+}
+
+
+def onnx_blackbox(
+    path: str | Path, input_shapes: Mapping[str, tuple[int, ...]]
+) -> tuple[BlackBox, list[tuple[int, ...]], Any]:
+    """An onnxruntime session as a black box over the model's float inputs and outputs.
+
+    Returns (fn, input shapes in session order, input dtype). ``input_shapes`` fixes dynamic
+    dims (key "" for a single-input model).
+    """
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise UnsupportedLayerError(f"onnxruntime cannot run {path}: {exc}") from None
+    inputs = session.get_inputs()
+    shapes: list[tuple[int, ...]] = []
+    dtypes = set()
+    for arg in inputs:
+        if arg.type not in _FLOAT_TYPES:
+            raise UnsupportedLayerError(f"input {arg.name} is {arg.type}, not a float tensor")
+        dtypes.add(_FLOAT_TYPES[arg.type])
+        given = input_shapes.get(arg.name) or (input_shapes.get("") if len(inputs) == 1 else None)
+        static = [d if isinstance(d, int) and d > 0 else None for d in arg.shape]
+        shape = tuple(given) if given else tuple(d if d is not None else -1 for d in static)
+        if any(d <= 0 for d in shape):
+            raise UnsupportedLayerError(
+                f"input {arg.name} has dynamic dims {arg.shape}", hint="pass --input-shape"
+            )
+        shapes.append(shape)
+    outputs = [o.name for o in session.get_outputs() if o.type in _FLOAT_TYPES]
+    if not outputs:
+        raise UnsupportedLayerError("the model has no float output")
+    names = [arg.name for arg in inputs]
+    dtype = max(dtypes, key=lambda t: np.dtype(t).itemsize)
+
+    def run(arrays: Sequence[np.ndarray]) -> Sequence[np.ndarray]:
+        feed = {
+            name: a.astype(_FLOAT_TYPES[arg.type])
+            for name, a, arg in zip(names, arrays, inputs, strict=True)
+        }
+        return session.run(outputs, feed)
+
+    return run, shapes, dtype
+
+
+__all__ = [
+    "BlackBox",
+    "EmpiricalBound",
+    "SearchOptions",
+    "onnx_blackbox",
+    "search_autograd",
+    "search_blackbox",
+]

@@ -1,0 +1,200 @@
+"""Which operator a projection certifies, for one ConvLayer (MATH.md §2, §3).
+
+A kernel projected on a grid is guaranteed only for the circular operator on that grid. This
+module picks, per padding mode, a grid whose circular σ_max certifies the layer's REAL operator:
+
+- ``zeros``: the zero-padded operator is a submatrix of the circular one on the grid
+  N ≥ H + max(t, E − H + 1), s | N (t: top pad, E = (H_out − 1)·s + d(k − 1) − t). The circular
+  spectrum on the layer's own grid H is NOT an upper bound.
+- ``circular``: the layer's own grid (rows are a subset of the circular operator when
+  H_out·s ≤ H; exact when equal).
+- ``reflect`` / ``replicate``: the layer is (valid conv on the padded grid)·P with P the padding's
+  0/1 copy matrix, so σ ≤ ‖P‖·σ_circ(N_valid) with ‖P‖ = √(max copies of an input cell).
+  The guarantee holds but is conservative (‖P‖ ≤ √2 per axis for reflect).
+
+1×…×1 kernels are exact on any grid and need no input size: σ = max_g σ_max(W₀).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from convaudit.engine.projection import (
+    DEFAULT_TOL,
+    Geometry,
+    ProjectionStats,
+    circular_sigma_max,
+    project_kernel,
+)
+from convaudit.engine.results import ProgressCallback
+from convaudit.errors import InputShapeError, UnsupportedLayerError
+from convaudit.ir import ConvLayer
+
+
+@dataclass(frozen=True)
+class ProjectionTarget:
+    """σ_max(real operator) ≤ ``gain``·σ_circ(``geometry``) (equality when ``exact``)."""
+
+    geometry: Geometry
+    operator: str  # the layer's padding mode
+    gain: float
+    exact: bool
+    statement: str
+
+
+def _fmt(size: tuple[int, ...]) -> str:
+    return "x".join(str(n) for n in size)
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def forward_sizes(layer: ConvLayer) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(input, output) spatial sizes of the forward conv whose operator is analysed."""
+    out = layer.output_size()
+    if layer.input_size is None or out is None:
+        raise InputShapeError(
+            f"layer {layer.name}: the input size is unknown, so the zero-padded operator is unknown",
+            hint="pass --input-shape (e.g. 1,3,224,224): a projection is certified for one input size",
+        )
+    if layer.transposed:
+        return tuple(out), tuple(layer.input_size)
+    return tuple(layer.input_size), tuple(out)
+
+
+def _copy_gain(size: int, before: int, after: int, mode: str) -> float:
+    """‖P‖ of one axis of reflect/replicate padding: √(max copies of an input cell)."""
+    j = np.arange(-before, size + after)
+    if mode == "reflect":
+        if max(before, after) >= size:
+            raise UnsupportedLayerError(f"reflect padding {before, after} is wider than the axis {size}")
+        j = np.abs(j)
+        j = np.where(j >= size, 2 * (size - 1) - j, j)
+    else:
+        j = np.clip(j, 0, size - 1)
+    return math.sqrt(int(np.bincount(j, minlength=size).max()))
+
+
+def projection_target(layer: ConvLayer) -> ProjectionTarget:
+    nd = layer.spatial_dims
+    geometry = Geometry((1,) * nd, layer.stride, layer.dilation, layer.groups)
+    mode = layer.padding_mode
+    if all(k == 1 for k in layer.kernel_size):
+        return ProjectionTarget(geometry.reduced(layer.kernel_size), mode, 1.0, True,
+                                "exact for every input size and padding (1x1 kernel)")
+    if layer.transposed and mode != "zeros":
+        raise UnsupportedLayerError(f"layer {layer.name}: transposed conv with {mode} padding")
+    size, out = forward_sizes(layer)
+    grid: list[int] = []
+    gain = 1.0
+    exact = mode == "circular"
+    for ax in range(nd):
+        h, n_out = size[ax], out[ax]
+        k, s, d = layer.kernel_size[ax], layer.stride[ax], layer.dilation[ax]
+        before, after = layer.padding[ax]
+        if mode == "circular":
+            if h % s or n_out * s > h:
+                raise UnsupportedLayerError(
+                    f"layer {layer.name}: circular padding with stride {s} and output {n_out} "
+                    f"on input {h} repeats rows of the circular operator",
+                    hint="only 'same' circular padding with a stride dividing the input is supported",
+                )
+            exact = exact and n_out * s == h
+            grid.append(h)
+            continue
+        if mode in ("reflect", "replicate"):
+            gain *= _copy_gain(h, before, after, mode)
+            h, before = h + before + after, 0
+        last = (n_out - 1) * s + d * (k - 1) - before
+        grid.append(_round_up(h + max(before, last - h + 1), s))
+    geometry = Geometry(tuple(grid), layer.stride, layer.dilation, layer.groups)
+    where = f"input {_fmt(size)}, circular grid {_fmt(geometry.grid)}"
+    if mode == "circular":
+        what = "exact" if exact else "upper bound"
+        statement = f"{what} for the circular-padded operator on input {_fmt(size)}"
+    elif mode == "zeros":
+        statement = f"certified upper bound for the zero-padded operator ({where})"
+    else:
+        statement = (f"certified upper bound for the {mode}-padded operator "
+                     f"({where}, times padding gain {gain:.4g}; conservative)")
+    return ProjectionTarget(geometry, mode, gain, exact, statement)
+
+
+def bn_multiplier(layer: ConvLayer) -> np.ndarray | None:
+    """The folded BatchNorm as a per-entry multiplier of the stored kernel (MATH.md §4)."""
+    if layer.bn is None:
+        return None
+    scale = layer.bn.scale
+    k = layer.kernel
+    tail = [1] * (k.ndim - 2)
+    if layer.transposed:
+        # A transposed conv's output channel o is (group, column j) of the stored dim 1.
+        per = k.shape[1]
+        group = np.arange(k.shape[0]) // (k.shape[0] // layer.groups)
+        return scale[group[:, None] * per + np.arange(per)[None, :]].reshape(k.shape[0], per, *tail)
+    return scale.reshape(-1, 1, *tail)
+
+
+@dataclass(frozen=True)
+class LayerProjection:
+    """One layer's projection; σ values are certified for the real operator (``target``)."""
+
+    name: str
+    kernel: np.ndarray
+    bound: float
+    target: ProjectionTarget
+    stats: ProjectionStats
+    bn_folded: bool
+
+    @property
+    def sigma_before(self) -> float:
+        return self.target.gain * self.stats.sigma_before
+
+    @property
+    def sigma_after(self) -> float:
+        return self.target.gain * self.stats.sigma_after
+
+
+def project_layer(
+    layer: ConvLayer,
+    bound: float,
+    *,
+    method: str = "alternating",
+    tol: float = DEFAULT_TOL,
+    max_iter: int | None = None,
+    fold_bn: bool = False,
+    device: str = "cpu",
+    max_memory: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> LayerProjection:
+    """Project one conv so that its real operator (with its BatchNorm when ``fold_bn``) has
+    σ_max ≤ ``bound``, certified by :func:`projection_target`."""
+    target = projection_target(layer)
+    multiplier = bn_multiplier(layer) if fold_bn else None
+    projected = project_kernel(
+        layer.kernel,
+        target.geometry,
+        bound=bound / target.gain,
+        method=method,
+        tol=tol,
+        max_iter=max_iter,
+        multiplier=multiplier,
+        device=device,
+        max_memory=max_memory,
+        progress=progress,
+    )
+    return LayerProjection(layer.name, projected.kernel, bound, target, projected.stats,
+                           multiplier is not None)
+
+
+def certified_sigma(layer: ConvLayer, *, fold_bn: bool = False, max_memory: int | None = None) -> float:
+    """Certified upper bound on σ_max of the layer's real operator (the projection's measure)."""
+    target = projection_target(layer)
+    multiplier = bn_multiplier(layer) if fold_bn else None
+    sigma = circular_sigma_max(layer.kernel, target.geometry, multiplier=multiplier,
+                               max_memory=max_memory)
+    return target.gain * sigma

@@ -1,0 +1,184 @@
+"""Open PyTorch files safely: tell the container kinds apart and read their tensors.
+
+Container kinds (the ``container`` entry of every PyTorch provenance):
+``zip`` / ``legacy`` (``torch.save`` of a state_dict or training dict, new zip or pre-1.6 format),
+``safetensors``, ``torchscript``, ``pt2`` (``torch.export.save``) and ``pickled-module`` (a full
+``nn.Module`` pickle, read only with ``trust_pickle``).
+"""
+
+from __future__ import annotations
+
+import struct
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from convaudit.errors import ModelFileError, UntrustedPickleError
+from convaudit.loaders.safety import check_declared_bytes, check_zip
+
+#: torch.save's legacy format: pickle protocol 2, then the pickled long 0x1950a86a20f9469cfc6c
+LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+#: keys under which training scripts nest the model's state_dict, in order of preference
+NESTING_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "network")
+
+
+def is_safetensors(head: bytes, file_size: int) -> bool:
+    """safetensors: u64 little-endian header length, then a JSON object."""
+    if len(head) < 10:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    return 2 <= n <= file_size - 8 and head[8:9] == b"{"
+
+
+def zip_kind(names: list[str]) -> str | None:
+    """'pt2', 'torchscript', 'zip' (torch.save), or None for a zip that is not PyTorch's."""
+    roots = {n.split("/", 1)[0] for n in names if "/" in n}
+    if len(roots) != 1:
+        return None
+    rels = {n.split("/", 1)[1] for n in names if "/" in n}
+    if "archive_format" in rels or any(r.startswith("models/") and r.endswith(".json") for r in rels):
+        return "pt2"
+    if "data.pkl" not in rels:
+        return None
+    if "constants.pkl" in rels or any(r.startswith("code/") for r in rels):
+        return "torchscript"
+    return "zip"
+
+
+def sniff_kind(path: Path, head: bytes) -> str | None:
+    """The container kind of ``path`` from its content, or None if it is not a PyTorch file."""
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                return zip_kind(zf.namelist())
+        except (zipfile.BadZipFile, OSError, ValueError):
+            # A torch zip too damaged to list: claim it only if torch's layout shows in the head.
+            return "zip" if b"/data.pkl" in head or b"archive/" in head else None
+    if head.startswith(LEGACY_MAGIC):
+        return "legacy"
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None
+    return "safetensors" if is_safetensors(head, size) else None
+
+
+def reason(exc: BaseException) -> str:
+    """The informative line of a torch error message (torch wraps the cause in boilerplate)."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:  # the rest of the message is advice about weights_only
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if "TorchScript interpreter" in text and lines:  # the cause is the last line
+        return lines[-1][:200]
+    return (lines[0] if lines else type(exc).__name__)[:200]
+
+
+def bad_file(path: Path, exc: BaseException, what: str = "not a readable PyTorch file") -> ModelFileError:
+    return ModelFileError(f"cannot read {path}: {what} ({reason(exc)})")
+
+
+def untrusted(path: Path) -> UntrustedPickleError:
+    return UntrustedPickleError(
+        f"cannot read {path}: it is a full pickled object (e.g. an nn.Module), not plain tensors; "
+        "unpickling runs arbitrary code from the file, so convaudit refuses it by default",
+        hint="pass --trust-pickle only if you trust where the file came from, or save "
+        "model.state_dict() instead (then use --arch module:callable for the geometry)",
+    )
+
+
+def check_zip_file(path: Path) -> None:
+    """Refuse zip bombs and truncated members before torch extracts anything."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            check_zip(path, zf)
+            size = path.stat().st_size
+            for info in zf.infolist():
+                check_declared_bytes(path, f"archive member {info.filename!r}", info.compress_size, size)
+    except zipfile.BadZipFile as exc:
+        raise bad_file(path, exc, "corrupt or truncated zip archive") from None
+
+
+def torch_load(path: Path, *, trust_pickle: bool) -> Any:
+    """``torch.load`` with ``weights_only=True``; full unpickling only when trusted."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
+        needs_globals = "Unsupported global" in str(exc)
+        if not needs_globals:
+            raise bad_file(path, exc) from None
+    if not trust_pickle:
+        raise untrusted(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise bad_file(path, exc, "unpickling failed") from None
+
+
+def is_tensor_dict(obj: Any) -> bool:
+    import torch
+
+    return isinstance(obj, Mapping) and any(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+@dataclass(frozen=True)
+class StateDict:
+    """The tensors found in a torch.save / safetensors file and where they sit in it."""
+
+    tensors: Mapping[str, Any]  # key -> torch.Tensor, in file order
+    container: str  # zip | legacy | safetensors
+    nesting: tuple[str, ...] = ()  # path of keys from the top object to the state_dict
+    top_keys: tuple[str, ...] = ()  # keys of the training dict, when nested
+    metadata: Mapping[str, str] = field(default_factory=dict)  # safetensors metadata
+
+
+def find_state_dict(path: Path, obj: Any, container: str) -> StateDict:
+    """The state_dict in ``obj``: the object itself, or nested in a training dict."""
+    if is_tensor_dict(obj) and not any(is_tensor_dict(obj.get(k)) for k in NESTING_KEYS):
+        return StateDict(dict(obj), container)
+    if isinstance(obj, Mapping):
+        for key in NESTING_KEYS:
+            inner = obj.get(key)
+            if inner is not None and is_tensor_dict(inner):
+                return StateDict(dict(inner), container, (key,), tuple(str(k) for k in obj))
+        keys = ", ".join(repr(k) for k in list(obj)[:12])
+        raise ModelFileError(
+            f"cannot read {path}: no state_dict in this dict (keys: {keys})",
+            hint=f"convaudit looks for tensors at the top level or under {', '.join(NESTING_KEYS)}",
+        )
+    raise ModelFileError(f"cannot read {path}: the file holds a {type(obj).__name__}, not a state_dict")
+
+
+def read_safetensors(path: Path) -> StateDict:
+    from safetensors import SafetensorError
+    from safetensors.torch import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (not a dict)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise bad_file(path, exc, "corrupt safetensors file") from None
+    return StateDict(tensors, "safetensors", metadata=metadata)
+
+
+def read_state_dict(path: Path, kind: str, *, trust_pickle: bool) -> StateDict | Any:
+    """A StateDict for tensor files; the unpickled object itself for a trusted full pickle."""
+    import torch
+
+    if kind == "safetensors":
+        return read_safetensors(path)
+    if kind == "zip":
+        check_zip_file(path)
+    obj = torch_load(path, trust_pickle=trust_pickle)
+    if isinstance(obj, torch.nn.Module):
+        return obj
+    if isinstance(obj, Mapping) and not is_tensor_dict(obj):
+        for key in NESTING_KEYS:
+            if isinstance(obj.get(key), torch.nn.Module):
+                return obj[key]
+    return find_state_dict(path, obj, kind)

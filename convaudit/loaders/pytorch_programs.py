@@ -1,0 +1,126 @@
+"""Files that carry a program, not just tensors: torch.export ``.pt2`` and TorchScript archives.
+
+``.pt2``: geometry and every input size come from the exported graph (the conv calls' arguments
+and the ``meta['val']`` shapes). TorchScript: geometry from the scripted modules' attributes, or
+for traced modules from the graph's constant arguments; input sizes only with --input-shape, by
+running the module once on zeros and recording each convolution's input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from convaudit.errors import InputShapeError, ModelFileError
+from convaudit.ir import ConvLayer, Layer, ModelIR
+from convaudit.loaders.interface import LoadOptions
+from convaudit.loaders.pytorch_archive import bad_file, check_zip_file, reason
+from convaudit.loaders.pytorch_calls import calls_from_exported, calls_from_torchscript
+from convaudit.loaders.pytorch_graph import CONV_OPS, GraphBuilder, layer_name
+from convaudit.loaders.pytorch_modules import CONV_CLASSES, class_name, conv_from_module
+
+
+@contextlib.contextmanager
+def quiet_jit() -> Iterator[None]:
+    """torch 2.9+ deprecates TorchScript with a warning per call; a reader must not print."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit.*")
+        yield
+
+
+def single_input_shape(options: LoadOptions, path: Path) -> tuple[int, ...] | None:
+    shapes = dict(options.input_shapes)
+    if not shapes:
+        return None
+    if len(shapes) > 1:
+        raise InputShapeError(
+            f"{path}: this PyTorch model takes one input, but --input-shape gave {len(shapes)}",
+            hint="give one --input-shape, e.g. --input-shape 1,3,224,224",
+        )
+    return next(iter(shapes.values()))
+
+
+def load_exported_program(path: Path) -> Any:
+    import torch
+
+    check_zip_file(path)
+    try:
+        with open(path, "rb") as f:  # a file object: torch warns about names not ending in .pt2
+            return torch.export.load(f)
+    except Exception as exc:  # the deserializer raises many kinds
+        raise bad_file(path, exc, "cannot load the torch.export archive") from None
+
+
+def read_exported(path: Path, options: LoadOptions) -> ModelIR:
+    ep = load_exported_program(path)
+    cg = calls_from_exported(ep)
+    wanted = single_input_shape(options, path)
+    shapes = {d.name: d.shape or () for d in cg.inputs}
+    if wanted is not None and len(shapes) == 1:
+        (name, have), = shapes.items()
+        if len(have) != len(wanted) or any(h is not None and h != w for h, w in zip(have, wanted, strict=False)):
+            raise InputShapeError(
+                f"--input-shape {','.join(map(str, wanted))} contradicts {path}: its input {name!r} has shape {list(have)}",
+                hint="a torch.export archive fixes its input shape; drop --input-shape",
+            )
+    tensors = {**ep.state_dict, **ep.constants}
+    built = GraphBuilder(cg, tensors, container="pt2").build()
+    return ModelIR(str(path), "pytorch", tuple(built.layers), tuple(built.skipped), shapes, built.graph)
+
+
+def _record_conv_inputs(module: Any, shape: tuple[int, ...], tensors: Mapping[str, Any], path: Path) -> dict[str, list[tuple[int, ...]]]:
+    """Run ``module`` on zeros and note every convolution's input shape, by weight key."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    key_of = {t.data_ptr(): k for k, t in tensors.items() if t.numel()}
+    found: dict[str, list[tuple[int, ...]]] = {}
+
+    class Recorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            if func.__name__.split(".")[0] in ("convolution", "_convolution") and len(args) > 1:
+                key = key_of.get(args[1].data_ptr())
+                if key is not None:
+                    found.setdefault(key, []).append(tuple(int(s) for s in args[0].shape))
+            return func(*args, **(kwargs or {}))
+
+    dtype = next((t.dtype for t in tensors.values() if t.is_floating_point()), torch.float32)
+    try:
+        with torch.no_grad(), Recorder():
+            module(torch.zeros(shape, dtype=dtype))
+    except Exception as exc:
+        raise InputShapeError(f"{path}: the model does not run on zeros of shape {list(shape)}: {reason(exc)}") from None
+    return found
+
+
+def read_torchscript(path: Path, options: LoadOptions) -> ModelIR:
+    import torch
+
+    check_zip_file(path)
+    try:
+        with quiet_jit():
+            module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        raise bad_file(path, exc, "cannot load the TorchScript archive") from None
+    module.eval()
+    tensors = {**dict(module.named_buffers()), **dict(module.named_parameters())}
+    modules = dict(module.named_modules())
+    shape = single_input_shape(options, path)
+    recorded = _record_conv_inputs(module, shape, tensors, path) if shape else None
+    cg = calls_from_torchscript(module)
+    built = GraphBuilder(cg, tensors, container="torchscript", module_of=modules.get, conv_inputs=recorded).build()
+    layers: list[Layer] = list(built.layers)
+    seen = {layer_name(c.args["weight"].key) for c in cg.calls if c.op in CONV_OPS and hasattr(c.args.get("weight"), "key")}
+    for name, sub in modules.items():
+        # scripted convs reached only inside control flow still show their geometry
+        if class_name(sub) in CONV_CLASSES and name not in seen and hasattr(sub, "padding_mode"):
+            layer = conv_from_module(name, sub, container="torchscript")
+            layers.append(ConvLayer(**{**layer.__dict__, "notes": ("not on the top-level graph (inside control flow): input size unknown",)}))
+    notes = [] if shape else ["TorchScript: input sizes unknown; pass --input-shape to record them by running the model once on zeros"]
+    if not cg.calls:
+        raise ModelFileError(f"cannot read {path}: the TorchScript graph has no operations on its input")
+    input_shapes = {d.name: tuple(shape) for d in cg.inputs[:1]} if shape else {}
+    return ModelIR(str(path), "pytorch", tuple(layers), tuple(built.skipped), input_shapes, built.graph, tuple(notes))

@@ -1,0 +1,121 @@
+"""What every reporter shares: the output formats, and how numbers and shapes are written.
+
+A reporter turns ModelReports (or ModelIRs, for ``convaudit layers``) into text; it never
+prints. ``render(fmt, ...)`` picks the reporter; a test proves the mapping exhaustive.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from convaudit.analysis import ModelReport
+from convaudit.engine.results import NormResult
+
+SCHEMA_VERSION = "1.0"
+
+SPECTRUM_NOTE = (
+    "sigma_min, condition and stable rank are of the circular-padding operator on the listed "
+    "grid (the paper's characterisation); for zero-padded layers that is not the layer's own operator"
+)
+
+
+class Format(str, Enum):
+    TABLE = "table"
+    JSON = "json"
+    CSV = "csv"
+
+    @property
+    def machine(self) -> bool:
+        """Machine formats get no progress bar and no ANSI codes."""
+        return self is not Format.TABLE
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    full: bool = False  # every singular value in JSON
+    width: int | None = None  # table width (None: the terminal's)
+    color: bool = False  # ANSI styles in the table
+
+
+Renderer = Callable[[Sequence[ModelReport], RenderOptions], str]
+
+
+def renderer(fmt: Format) -> Renderer:
+    """The spectrum renderer for ``fmt`` (imported lazily: rich only for tables)."""
+    if fmt is Format.TABLE:
+        from convaudit.report.table import render_spectrum_table
+
+        return render_spectrum_table
+    if fmt is Format.JSON:
+        from convaudit.report.json import render_spectrum_json
+
+        return render_spectrum_json
+    if fmt is Format.CSV:
+        from convaudit.report.csv import render_spectrum_csv
+
+        return render_spectrum_csv
+    raise AssertionError(f"no renderer for {fmt}")  # pragma: no cover
+
+
+# --- shared formatting --------------------------------------------------------------------------
+
+
+def round_float(value: float | None, digits: int = 12) -> float | None:
+    """A float rounded to ``digits`` significant digits (None for None / NaN / Inf).
+
+    Machine formats write these, so the same input gives byte-identical output even when the
+    last bits of a LAPACK result vary with threading.
+    """
+    if value is None or not math.isfinite(value):
+        return None
+    return float(f"{value:.{digits}g}")
+
+
+def short(value: float | None, digits: int = 4) -> str:
+    """A number for humans: 4 significant digits, '-' when absent."""
+    if value is None:
+        return "-"
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf"
+    return f"{value:.{digits}g}"
+
+
+def dims(values: Sequence[int | None] | None, sep: str = "x") -> str:
+    """(3, 3) -> '3x3'; None -> '?'."""
+    if values is None:
+        return "?"
+    return sep.join("?" if v is None else str(v) for v in values) or "-"
+
+
+def compact(values: Sequence[int | None]) -> str:
+    """(2, 2) -> '2', (2, 1) -> '2x1', () -> '-': geometry columns stay narrow."""
+    if not values:
+        return "-"
+    if len(set(values)) == 1:
+        return str(values[0])
+    return dims(values)
+
+
+QUANTITY_WORDS = {
+    "exact": "exact",
+    "upper-bound": "≤ bound",
+    "lower-bound": "≥ bound",
+    "estimate": "estimate",
+}
+
+
+def describe_sigma(result: NormResult | None) -> str:
+    """What a sigma_max IS, e.g. 'exact · zeros · 32x32' or '≤ bound · any input size'."""
+    if result is None:
+        return "-"
+    quantity = QUANTITY_WORDS.get(result.quantity, result.quantity)
+    if result.operator == "any-size":
+        return f"{quantity} · any input size"
+    if result.grid is None:  # e.g. a dense layer: no padding, no grid
+        return f"{quantity} · {result.operator}"
+    return f"{quantity} · {result.operator} · {dims(result.grid)}"

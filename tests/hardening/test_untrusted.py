@@ -1,0 +1,139 @@
+"""Promise 1: no code execution from a model file by default; zip bombs are refused.
+
+Each payload is checked to be live first (loading it the unsafe way really writes the marker),
+so these tests would fail if convaudit ever unpickled or deserialised code.
+"""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import assert_clean_error, cli_env, run_measured_cli, run_subprocess_cli
+from make_corpus import write_zeros_member
+
+
+class Payload:
+    """Unpickling this calls open(marker, "w"): a stand-in for any code a pickle can run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _conv_state() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    return torch.nn.Conv2d(3, 4, 3).state_dict()
+
+
+def _payload_files(folder: Path, marker: Path) -> dict[str, Path]:
+    state = {**_conv_state(), "extra": Payload(marker)}
+    files = {
+        "zip": folder / "payload.pt",
+        "legacy": folder / "payload_legacy.pt",
+        "ckpt": folder / "payload.ckpt",
+        "raw-pickle": folder / "payload_raw.pth",
+    }
+    torch.save(state, files["zip"])
+    torch.save(state, files["legacy"], _use_new_zipfile_serialization=False)
+    torch.save({"state_dict": _conv_state(), "callbacks": Payload(marker)}, files["ckpt"])
+    files["raw-pickle"].write_bytes(pickle.dumps(state, protocol=2))
+    return files
+
+
+def test_pickle_payloads_are_refused_and_never_run(tmp_path, run_cli):
+    marker = tmp_path / "PWNED"
+    files = _payload_files(tmp_path, marker)
+    # Positive control: the payload is live (the unsafe way runs it).
+    torch.load(files["zip"], weights_only=False)
+    assert marker.exists()
+    marker.unlink()
+    for name, path in files.items():
+        for command in ("layers", "spectrum"):
+            line = assert_clean_error(run_cli(command, path), f"{name} {command}")
+            assert "--trust-pickle" in line or "trust" in line.lower(), line
+            assert not marker.exists(), f"{name}: the pickle ran code"
+    # And through a real process, as a user runs it.
+    line = assert_clean_error(run_subprocess_cli("spectrum", files["zip"]), "subprocess")
+    assert not marker.exists()
+
+
+def test_full_pickled_module_needs_trust_pickle_and_says_why(tmp_path, run_cli):
+    torch.manual_seed(0)
+    path = tmp_path / "module.pt"
+    torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()), path)
+    result = run_cli("layers", path)
+    line = assert_clean_error(result, "full module")
+    hint = result.stderr.lower()
+    assert "--trust-pickle" in hint, result.stderr
+    assert any(w in hint for w in ("code", "execut", "run")), f"does not say why: {result.stderr}"
+    # With the flag, the user has taken responsibility: it loads.
+    trusted = run_cli("layers", path, "--trust-pickle", "--format", "json")
+    assert trusted.exit_code == 0, trusted.stderr
+    assert "0.weight" in trusted.stdout or '"0"' in trusted.stdout, trusted.stdout[:400]
+    del line
+
+
+_KERAS_LAMBDA = textwrap.dedent(
+    """
+    import os, sys
+    os.environ["KERAS_BACKEND"] = "torch"
+    import keras
+    marker = sys.argv[1]
+
+    def evil(x):
+        open(marker, "w").close()
+        return x
+
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3),
+                              keras.layers.Lambda(evil), keras.layers.Conv2D(2, 3)])
+    model.save(sys.argv[2])
+    model.save(sys.argv[3])
+    """
+)
+
+
+@pytest.mark.keras
+def test_keras_lambda_code_is_never_run(tmp_path, run_cli):
+    marker = tmp_path / "LAMBDA_RAN"
+    files = [tmp_path / "lambda.keras", tmp_path / "lambda.h5"]
+    proc = subprocess.run(
+        [sys.executable, "-c", _KERAS_LAMBDA, str(marker), *map(str, files)],
+        capture_output=True, text=True, env=cli_env(), timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert marker.exists()  # keras ran the Lambda while building: the payload is live
+    marker.unlink()
+    for path in files:
+        for command in ("layers", "spectrum"):
+            result = run_cli(command, path, "--format", "json")
+            assert "Traceback" not in result.stderr, result.stderr
+            assert result.exit_code in (0, 2), result.stderr
+            assert not marker.exists(), f"{path.name}: convaudit ran the Lambda's code"
+        assert "keras" not in sys.modules, "convaudit imported keras to read a file"
+
+
+def test_keras_zip_bomb_is_refused_without_inflating(tmp_path, corpus):
+    """A 2 GiB bomb in a 2 MiB .keras: refused from its declared sizes; memory stays small."""
+    base = Path(corpus["bases"]["keras"])
+    bomb = tmp_path / "bomb.keras"
+    with zipfile.ZipFile(base) as zin, zipfile.ZipFile(bomb, "w") as zout:
+        for info in zin.infolist():
+            if info.filename == "model.weights.h5":
+                write_zeros_member(zout, info.filename, 2 * 1024**3)
+            else:
+                zout.writestr(info, zin.read(info.filename))
+    assert bomb.stat().st_size < 4 * 1024**2
+    result, peak_mib = run_measured_cli("spectrum", bomb)
+    line = assert_clean_error(result, "keras bomb")
+    assert any(w in line for w in ("zip bomb", "expands", "limit")), line
+    # The refusing process never held the inflated 2 GiB (python + torch alone is ~0.5 GiB).
+    assert peak_mib < 1500, f"peak RSS {peak_mib:.0f} MiB"
