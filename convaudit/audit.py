@@ -15,8 +15,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from convaudit.analysis import AnalysisOptions, LayerResult, ModelReport, analyse
-from convaudit.empirical import EmpiricalBound, SearchOptions, onnx_blackbox, search_blackbox
-from convaudit.errors import ConvauditError
+from convaudit.empirical import (
+    EmpiricalBound,
+    SearchOptions,
+    onnx_blackbox,
+    search_autograd,
+    search_blackbox,
+    torch_program,
+)
+from convaudit.errors import ConvauditError, InputShapeError, UnsupportedLayerError
 from convaudit.gate import LayerMetrics, ModelCheck
 from convaudit.ir import ConvLayer, ModelIR
 from convaudit.network import LayerBounds, NetworkBound, network_bound
@@ -87,16 +94,36 @@ def layer_bounds(ir: ModelIR, report: ModelReport, options: AnalysisOptions) -> 
     return LayerBounds(plain=plain, folded=folded)
 
 
-def empirical_bound(ir: ModelIR, options: AuditOptions) -> EmpiricalBound:
-    """The empirical lower bound, by running the model (ONNX: onnxruntime)."""
-    if ir.format != "onnx":
-        raise ConvauditError(f"no runtime to execute {ir.format} models here (ONNX only)")
-    shapes: dict[str, tuple[int, ...]] = dict(options.input_shapes or {})
+def _input_shapes(ir: ModelIR, given: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    shapes = dict(given)
     for name, shape in ir.input_shapes.items():
         if name not in shapes and all(isinstance(d, int) and d > 0 for d in shape):
             shapes[name] = tuple(int(d) for d in shape if d is not None)
-    fn, input_shapes, dtype = onnx_blackbox(ir.path, shapes)
-    return search_blackbox(fn, input_shapes, options.search, dtype=dtype)
+    return shapes
+
+
+def empirical_bound(ir: ModelIR, options: AuditOptions) -> EmpiricalBound:
+    """The empirical lower bound, by running the model: onnxruntime for ONNX, torch for
+    TorchScript and torch.export programs."""
+    shapes = _input_shapes(ir, options.input_shapes or {})
+    if ir.format == "onnx":
+        fn, input_shapes, dtype = onnx_blackbox(ir.path, shapes)
+        return search_blackbox(fn, input_shapes, options.search, dtype=dtype)
+    if ir.format == "pytorch":
+        program = torch_program(ir.path)
+        if len(shapes) != 1:
+            raise InputShapeError(
+                "the input shape is unknown", hint="pass --input-shape 1,3,224,224"
+            )
+        (shape,) = shapes.values()
+        return search_autograd(program, [shape], options.search, dtype=_torch_float32())
+    raise UnsupportedLayerError(f"no runtime here to execute {ir.format} models")
+
+
+def _torch_float32() -> object:
+    import torch
+
+    return torch.float32
 
 
 def audit_model(
@@ -116,6 +143,9 @@ def audit_model(
             empirical = empirical_bound(ir, options)
         except ConvauditError as exc:
             empirical_error = exc.message
+        except Exception as exc:  # the runtime running the user's model: report, never crash
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            empirical_error = f"running the model failed: {type(exc).__name__}: {first}"
     notes = list(report.notes)
     upper = network.value if network is not None else math.inf
     lower = empirical.value if empirical is not None else 0.0

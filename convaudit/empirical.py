@@ -149,25 +149,40 @@ def search_autograd(
         x = torch.randn(n, generator=gen, dtype=torch.float64) * opt.scale
         v = torch.randn(n, generator=gen, dtype=torch.float64)
         v /= v.norm()
-        vjp = torch.func.vjp(f, x)[1]
-        for _ in range(opt.iterations):
-            jv = torch.func.jvp(f, (x,), (v,))[1]
-            (v,) = vjp(jv)
-            norm = v.norm()
-            if not norm > 0:
-                break
-            v = v / norm
+        v = _power_iteration(f, x, v, opt.iterations)
         best = max(best, measured(x, v))
-        x_var, v_var = x.clone().requires_grad_(True), v.clone().requires_grad_(True)
-        adam = torch.optim.Adam([x_var, v_var], lr=0.05 * opt.scale)
+        # normalised gradient ascent on the measured ratio over (x, direction); plain steps,
+        # not torch.optim (whose import pulls in torch._dynamo: seconds)
         for _ in range(opt.ascent_steps):
-            adam.zero_grad()
-            d = h * v_var / v_var.norm()
-            loss = -(f(x_var + d) - f(x_var)).norm() / h
-            loss.backward()
-            adam.step()
-            best = max(best, measured(x_var.detach(), v_var.detach()))
+            x_var = x.detach().clone().requires_grad_(True)
+            v_var = v.detach().clone().requires_grad_(True)
+            ratio = (f(x_var + h * v_var / v_var.norm()) - f(x_var)).norm() / h
+            gx, gv = torch.autograd.grad(ratio, (x_var, v_var))
+            with torch.no_grad():
+                x = x + 0.05 * opt.scale * math.sqrt(n) * gx / max(float(gx.norm()), 1e-30)
+                v = v + 0.05 * gv / max(float(gv.norm()), 1e-30)
+                v = v / v.norm()
+            best = max(best, measured(x, v))
     return EmpiricalBound(best, "autograd power iteration + ratio ascent", evals, opt)
+
+
+def _power_iteration(f: Callable[[Any], Any], x: Any, v: Any, iterations: int) -> Any:
+    """Top right singular vector of J(x) by power iteration on JᵀJ with plain autograd:
+    Jᵀu is one backward pass; Jv the double-backward trick (Jᵀu is linear in u)."""
+    import torch
+
+    x = x.detach().clone().requires_grad_(True)
+    y = f(x)
+    u = torch.zeros_like(y, requires_grad=True)
+    (jt_u,) = torch.autograd.grad(y, x, u, create_graph=True)
+    for _ in range(iterations):
+        (jv,) = torch.autograd.grad(jt_u, u, v, retain_graph=True)
+        (w,) = torch.autograd.grad(y, x, jv, retain_graph=True)
+        norm = w.norm()
+        if not norm > 0:
+            break
+        v = (w / norm).detach()
+    return v
 
 
 _FLOAT_TYPES = {
@@ -222,6 +237,35 @@ def onnx_blackbox(
     return run, shapes, dtype
 
 
+def torch_program(path: str | Path) -> Callable[..., Any]:
+    """The forward of a TorchScript archive or a torch.export program (.pt2), in eval mode.
+
+    Both are programs the PyTorch loader already loads (no pickled Python objects); a
+    state_dict has no forward to run, so it raises UnsupportedLayerError.
+    """
+    import zipfile
+
+    import torch
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        names = []
+    if any(n.endswith("/archive_format") for n in names):
+        from convaudit.loaders.pytorch_programs import load_exported_program
+
+        return load_exported_program(Path(path)).module()
+    if any("/code/" in n for n in names):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(str(path), map_location="cpu")
+        return module.eval()
+    raise UnsupportedLayerError("a PyTorch state_dict holds no forward to run")
+
+
 __all__ = [
     "BlackBox",
     "EmpiricalBound",
@@ -229,4 +273,5 @@ __all__ = [
     "onnx_blackbox",
     "search_autograd",
     "search_blackbox",
+    "torch_program",
 ]

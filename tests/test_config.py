@@ -49,7 +49,10 @@ def test_convaudit_toml_wins_and_pyproject_without_table_is_skipped(tmp_path):
 
 
 def test_precedence_cli_over_environment_over_file_over_defaults(tmp_path):
-    write(tmp_path / "pyproject.toml", "[tool.convaudit]\nmax-sigma = 1.0\nmin-sigma = 0.1\nstrict = true\n")
+    write(
+        tmp_path / "pyproject.toml",
+        "[tool.convaudit]\nmax-sigma = 1.0\nmin-sigma = 0.1\nstrict = true\n",
+    )
     env = {"CONVAUDIT_MAX_SIGMA": "2.0", "CONVAUDIT_MIN_SIGMA": "0.2", "CONVAUDIT_FORMAT": "sarif"}
     settings = load_settings({"max_sigma": 3.0, "min_sigma": None}, cwd=tmp_path, environ=env)
     assert settings.max_sigma == 3.0  # CLI
@@ -107,11 +110,15 @@ def test_bad_environment_value_is_a_config_error(tmp_path):
 def test_overrides_by_glob_and_regex_last_match_wins(tmp_path):
     write(
         tmp_path / "convaudit.toml",
-        'max-sigma = 1.5\nmin-sigma = 0.01\n'
+        "max-sigma = 1.5\nmin-sigma = 0.01\n"
         '[[overrides]]\nlayers = "head.*"\nmax-sigma = 4.0\n'
         '[[overrides]]\nlayers = "re:^head\\\\.fc\\\\d$"\nmax-sigma = 8.0\nmax-condition = 50\n',
     )
     settings = load_settings({}, cwd=tmp_path, environ={})
     assert settings.limits_for("stem.conv") == {"max-sigma": 1.5, "min-sigma": 0.01}
     assert settings.limits_for("head.conv")["max-sigma"] == 4.0
-    assert settings.limits_for("head.fc1") == {"max-sigma": 8.0, "min-sigma": 0.01, "max-condition": 50.0}
+    assert settings.limits_for("head.fc1") == {
+        "max-sigma": 8.0,
+        "min-sigma": 0.01,
+        "max-condition": 50.0,
+    }

@@ -15,16 +15,35 @@ from convaudit.ir import SkippedLayer
 from convaudit.network import Blocker, NetworkBound
 
 
-def layer(name: str, sigma_max: float | None, sigma_min: float | None = None, condition: float | None = None):
-    return LayerMetrics(name, "conv", sigma_max, "exact, zeros padding, 8x8", sigma_min, condition, "circular operator, 8x8")
+def layer(
+    name: str,
+    sigma_max: float | None,
+    sigma_min: float | None = None,
+    condition: float | None = None,
+):
+    return LayerMetrics(
+        name,
+        "conv",
+        sigma_max,
+        "exact, zeros padding, 8x8",
+        sigma_min,
+        condition,
+        "circular operator, 8x8",
+    )
 
 
 def network(value: float, blocked: tuple[Blocker, ...] = ()) -> NetworkBound:
-    return NetworkBound(value=value, naive_product=value, per_output={"y": value}, blocked_by=blocked)
+    return NetworkBound(
+        value=value, naive_product=value, per_output={"y": value}, blocked_by=blocked
+    )
 
 
-def model(*layers: LayerMetrics, skipped=(), net: NetworkBound | None = None, key: str = "m.onnx") -> ModelCheck:
-    return ModelCheck(path="m.onnx", key=key, format="onnx", layers=layers, skipped=skipped, network=net)
+def model(
+    *layers: LayerMetrics, skipped=(), net: NetworkBound | None = None, key: str = "m.onnx"
+) -> ModelCheck:
+    return ModelCheck(
+        path="m.onnx", key=key, format="onnx", layers=layers, skipped=skipped, network=net
+    )
 
 
 def codes(result, status="fail"):
@@ -44,7 +63,9 @@ def test_limits_pass_and_fail_with_exit_codes():
 
 
 def test_non_finite_values_never_pass():
-    result = evaluate([model(layer("nan", math.nan), layer("inf", math.inf))], Settings(max_sigma=10.0))
+    result = evaluate(
+        [model(layer("nan", math.nan), layer("inf", math.inf))], Settings(max_sigma=10.0)
+    )
     assert codes(result) == ["CA001", "CA001"]
 
 
@@ -81,7 +102,9 @@ def test_network_limit_and_uncertified_network():
     relaxed = evaluate([model(net=blocked)], Settings(max_lipschitz=10.0))
     assert relaxed.passed and codes(relaxed, "warn") == ["CA011"]
     assert "op Erfinv at node n7" in relaxed.findings[0].message
-    assert codes(evaluate([model(net=blocked)], Settings(max_lipschitz=10.0, strict=True))) == ["CA011"]
+    assert codes(evaluate([model(net=blocked)], Settings(max_lipschitz=10.0, strict=True))) == [
+        "CA011"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -122,7 +145,9 @@ def test_baseline_accepts_known_violations_and_fails_on_regressions_and_new_laye
 
     worse = model(layer("a", 2.0), layer("b", 1.48), net=network(40.0))
     result = evaluate([worse], settings, baseline)
-    assert codes(result) == ["CA020"] and "regressed from baseline 1.8" in result.findings[-1].message
+    assert (
+        codes(result) == ["CA020"] and "regressed from baseline 1.8" in result.findings[-1].message
+    )
 
     # b newly over the limit, though within the tolerance: a new violation
     crossing = model(layer("a", 1.8), layer("b", 1.52), net=network(40.0))
@@ -158,7 +183,9 @@ def test_baseline_file_is_stable_and_keyed_by_relative_path(tmp_path):
     assert document["models"][key]["b"]["CA001"] == 0.333333333333
 
 
-@pytest.mark.parametrize("text", ["not json", '{"schema_version": 99}', '{"schema_version": 1, "models": {"m": 3}}'])
+@pytest.mark.parametrize(
+    "text", ["not json", '{"schema_version": 99}', '{"schema_version": 1, "models": {"m": 3}}']
+)
 def test_malformed_baseline_is_a_config_error(tmp_path, text):
     path = tmp_path / "b.json"
     path.write_text(text)

@@ -23,8 +23,11 @@ from convaudit.report.github import escape_data, escape_property
 # from the OASIS SARIF 2.1.0 specification: the required properties and the enumerations of
 # every object convaudit writes (sarifLog, run, tool, toolComponent, reportingDescriptor,
 # result, location, physicalLocation, artifactLocation, logicalLocation, suppression, invocation).
-_MESSAGE = {"type": "object", "anyOf": [{"required": ["text"]}, {"required": ["id"]}],
-            "properties": {"text": {"type": "string"}}}
+_MESSAGE = {
+    "type": "object",
+    "anyOf": [{"required": ["text"]}, {"required": ["id"]}],
+    "properties": {"text": {"type": "string"}},
+}
 SARIF_SUBSET_SCHEMA = {
     "type": "object",
     "required": ["version", "runs"],
@@ -86,7 +89,9 @@ SARIF_SUBSET_SCHEMA = {
     },
 }  # fmt: skip
 
-GITHUB_LINE = re.compile(r"^::(error|warning|notice)( [a-z]+=[^,:\n\r]*(,[a-z]+=[^,:\n\r]*)*)?::[^\n\r]*$")
+GITHUB_LINE = re.compile(
+    r"^::(error|warning|notice)( [a-z]+=[^,:\n\r]*(,[a-z]+=[^,:\n\r]*)*)?::[^\n\r]*$"
+)
 
 
 def sample_result(*, passing: bool = False):
@@ -121,7 +126,13 @@ def test_json_report():
     result = sample_result()
     doc = json.loads(renderer(CheckFormat.JSON)(result))
     assert doc["schema_version"] == "1.0" and doc["passed"] is False and doc["exit_code"] == 1
-    assert doc["counts"] == {"checks": len(result.checks), "fail": 2, "warn": 2, "ignored": 1, "baselined": 0}
+    assert doc["counts"] == {
+        "checks": len(result.checks),
+        "fail": 2,
+        "warn": 2,
+        "ignored": 1,
+        "baselined": 0,
+    }
     a, b = doc["models"]
     assert a["network"]["bound"] == 10.0 and a["network"]["quantity"] == "upper-bound"
     assert a["network"]["empirical"]["lower_bound"] == 2.5 and a["network"]["gap"] == 4.0
@@ -144,7 +155,12 @@ def test_junit_parses_with_one_testcase_per_layer_and_limit():
         "q.conv [analysable]",
         "(network) [max-lipschitz 8]",
     ]
-    failures = [c.get("name") for s in suites for c in s.findall("testcase") if c.find("failure") is not None]
+    failures = [
+        c.get("name")
+        for s in suites
+        for c in s.findall("testcase")
+        if c.find("failure") is not None
+    ]
     assert failures == ["stem, the: 100% conv\nx [max-sigma 1.5]", "(network) [max-lipschitz 8]"]
     assert int(root.get("failures")) == 2 and int(root.get("tests")) == 7
     for suite in suites:
@@ -167,7 +183,10 @@ def test_sarif_validates_against_the_sarif_2_1_0_subset_schema():
         assert rules[res["ruleIndex"]] == res["ruleId"]
     ignored = [r for r in run["results"] if "suppressions" in r]
     assert [r["ruleId"] for r in ignored] == ["CA001"]
-    assert run["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "models/a.onnx"
+    assert (
+        run["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+        == "models/a.onnx"
+    )
 
 
 def test_sarif_schema_rejects_what_sarif_forbids():

@@ -124,8 +124,11 @@ def _avgpool_matrix_norm(n, k, s, pad, include, ceil_mode) -> float:
 def test_avgpool_bound_is_the_exact_operator_norm(n, k, s, pad, include, ceil_mode):
     truth = _avgpool_matrix_norm(n, k, s, pad, include, ceil_mode)
     attrs = {
-        "kernel": (k, k), "stride": (s, s), "padding": ((pad, pad),) * 2,
-        "count_include_pad": include, "ceil_mode": ceil_mode,
+        "kernel": (k, k),
+        "stride": (s, s),
+        "padding": ((pad, pad),) * 2,
+        "count_include_pad": include,
+        "ceil_mode": ceil_mode,
     }
     assert avgpool_bound({**attrs, "input_size": (n, n)}) == pytest.approx(truth, rel=1e-10)
     assert avgpool_bound({**attrs, "input_size": (n, n)}) >= truth

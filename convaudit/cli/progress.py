@@ -59,7 +59,8 @@ class LazyProgress:
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TextColumn("{task.fields[what]}"),
-            console=Console(stderr=True),
+            # Only enabled when stderr is a terminal, so forcing terminal mode is safe.
+            console=Console(stderr=True, force_terminal=True),
             transient=True,
         )
         self._bar.start()

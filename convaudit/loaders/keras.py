@@ -132,19 +132,18 @@ class KerasLoader(Loader):
     def _load(self, path: Path, o: _Opened, options: LoadOptions) -> ModelIR:
         where = f"{path}" + (f" ({WEIGHTS_MEMBER})" if o.container == "keras-zip" else "")
         extra = (("container", o.container),)
-        ctx = Context(
-            read=lambda p: kh5.read_array(o.h5, p, o.available, where),
-            provenance_extra=extra,
-        )
 
-        def node(p: str) -> h5py.Dataset:
+        def meta(p: str) -> tuple[tuple[int, ...], str]:
             ds = o.h5.get(p)
             if not isinstance(ds, h5py.Dataset):
                 raise ModelFileError(f"cannot read {where}: dataset {p!r} is missing")
-            return ds
+            return tuple(ds.shape), str(ds.dtype)
 
-        ndim_of = lambda p: node(p).ndim  # noqa: E731
-        shape_of = lambda p: tuple(node(p).shape)  # noqa: E731
+        ctx = Context(
+            read=lambda p: kh5.read_array(o.h5, p, o.available, where),
+            meta=meta,
+            provenance_extra=extra,
+        )
         try:
             if o.config is not None:
                 model = parse_model_config(o.config)
@@ -160,7 +159,7 @@ class KerasLoader(Loader):
                         f"cannot read {where}: the model config comes without weights"
                     )
                 layers, skipped, inputs, graph, notes = build_with_config(
-                    model, weights, ctx, options.input_shapes, ndim_of
+                    model, weights, ctx, options.input_shapes
                 )
                 notes = [f"{flavour} (Keras {o.version})", *problems, *notes]
             else:
@@ -180,7 +179,7 @@ class KerasLoader(Loader):
                         f"cannot read {where}: HDF5 file without Keras structure",
                         hint="convaudit reads Keras .h5/.hdf5 models, .keras archives and .weights.h5 files",
                     )
-                layers, skipped = build_without_config(weights, ctx, ndim_of, shape_of)
+                layers, skipped = build_without_config(weights, ctx)
                 inputs, graph = {}, None
                 notes = [f"{flavour}: weights only, no model config", NO_CONFIG_NOTE]
         except (KeyError, ValueError, TypeError, OSError) as exc:

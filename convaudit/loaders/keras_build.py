@@ -11,28 +11,12 @@ from convaudit.errors import InputShapeError
 from convaudit.ir import ConvLayer, DenseLayer, Graph, Layer, SkippedLayer
 from convaudit.loaders.keras_config import KLayer, KModel, Shape
 from convaudit.loaders.keras_graph import build_graph
-from convaudit.loaders.keras_h5 import LayerWeights, roles_by_order
+from convaudit.loaders.keras_h5 import CONV_CLASSES, LayerWeights, class_key_to_name, roles_by_order
 from convaudit.loaders.keras_layers import Context, build_bn, build_conv, build_dense
 from convaudit.loaders.keras_shapes import channels_first, nd_of, propagate, spatial
 
-CONV_CLASSES = frozenset(
-    f"{kind}{nd}D{suffix}"
-    for nd in (1, 2, 3)
-    for kind, suffix in (
-        ("Conv", ""),
-        ("Conv", "Transpose"),
-        ("DepthwiseConv", ""),
-        ("SeparableConv", ""),
-    )
-)
-ALIASES = {f"Convolution{nd}D": f"Conv{nd}D" for nd in (1, 2, 3)} | {
-    f"Convolution{nd}DTranspose": f"Conv{nd}DTranspose" for nd in (1, 2, 3)
-}
+QUANTIZED = "quantised (integer) kernel: dequantisation of Keras int8/int4 layers is not supported"
 NO_CONFIG_NOTE = "weights-only file: no config, so stride 1, dilation 1, no padding assumed and input size unknown"
-
-
-def canonical_class(name: str) -> str:
-    return ALIASES.get(name, name)
 
 
 def merge_input_shapes(model: KModel, given: Mapping[str, tuple[int, ...]]) -> dict[str, Shape]:
@@ -49,12 +33,13 @@ def merge_input_shapes(model: KModel, given: Mapping[str, tuple[int, ...]]) -> d
         declared = shapes[key]
         if declared and (
             len(declared) != len(full)
-            or any(d is not None and d != g for d, g in list(zip(declared, full))[1:])
+            or any(d is not None and d != g for d, g in list(zip(declared, full, strict=True))[1:])
         ):
-            shown = tuple("?" if d is None else d for d in declared)
+            shown = ",".join("?" if d is None else str(d) for d in declared)
+            example = ",".join("1" if d is None else str(d) for d in declared)
             raise InputShapeError(
-                f"--input-shape {key}={','.join(map(str, full))} contradicts the model, whose input {key} is {shown}",
-                hint="Keras shapes are channels-last as the model declares them, e.g. 1,64,64,1",
+                f"--input-shape {key}={','.join(map(str, full))} contradicts the model, whose input {key} is ({shown})",
+                hint=f"give the full shape as the model declares it (batch first), e.g. {key}={example}",
             )
         shapes[key] = tuple(full)
     return {t: s for t, s in shapes.items() if s}
@@ -70,7 +55,7 @@ def _input_size(
         sizes.append(tuple(sp) if sp is not None and None not in sp else None)
     if not sizes or sizes[0] is None:
         return None, ("input size unknown (not propagated through the config; pass --input-shape)",)
-    notes = ()
+    notes: tuple[str, ...] = ()
     if len(set(sizes)) > 1:
         notes = (f"layer is called {len(sizes)} times with input sizes {sizes}; the first is used",)
     return sizes[0], notes  # type: ignore[return-value]
@@ -107,7 +92,6 @@ def build_with_config(
     weights: Mapping[str, LayerWeights],
     ctx: Context,
     given: Mapping[str, tuple[int, ...]],
-    ndim_of,
 ) -> tuple[list[Layer], list[SkippedLayer], dict[str, Shape], Graph, list[str]]:
     """IR layers, skipped layers, input shapes, graph and notes of a model with a config."""
     inputs = merge_input_shapes(model, given)
@@ -117,22 +101,28 @@ def build_with_config(
     skipped: list[SkippedLayer] = []
     bns, prelu = {}, {}
     for layer in model.layers.values():
-        cls, w = canonical_class(layer.class_name), weights.get(layer.name)
+        cls, w = layer.class_name, weights.get(layer.name)
         if layer.is_model or cls == "InputLayer":
             continue
         if cls in CONV_CLASSES:
             if w is None or not (w.path("kernel") or w.path("depthwise_kernel")):
                 skipped.append(SkippedLayer(layer.name, "its weights are not in the file", cls))
                 continue
-            size, notes = _input_size(layer, model, shapes)
-            convs[layer.name] = build_conv(layer.name, cls, layer.config, w, size, ctx, notes)
+            if not all(ctx.is_float(p) for r, p in w.slots if r.endswith("kernel")):
+                skipped.append(SkippedLayer(layer.name, QUANTIZED, cls))
+                continue
+            size, size_notes = _input_size(layer, model, shapes)
+            convs[layer.name] = build_conv(layer.name, cls, layer.config, w, size, ctx, size_notes)
         elif cls == "Dense" and w is not None and w.path("kernel"):
+            if not ctx.is_float(w.path("kernel")):  # type: ignore[arg-type]
+                skipped.append(SkippedLayer(layer.name, QUANTIZED, cls))
+                continue
             denses[layer.name] = build_dense(layer.name, w, ctx)
         elif cls == "BatchNormalization" and w is not None:
             bns[layer.name] = build_bn(layer.name, layer.config, w, ctx)
         elif cls == "PReLU" and w is not None and w.path("alpha"):
             prelu[layer.name] = ctx.read(w.path("alpha"))  # type: ignore[arg-type]
-        elif w is not None and any(ndim_of(p) >= 3 for _, p in w.slots):
+        elif w is not None and any(ctx.ndim(p) >= 3 for _, p in w.slots):
             skipped.append(
                 SkippedLayer(
                     layer.name, f"unsupported Keras layer class {cls} holds conv-like weights", cls
@@ -154,7 +144,7 @@ def build_with_config(
     conv_names = {k: [c.name for c in v] for k, v in convs.items()} | {k: [k] for k in denses}
     scales = {k: np.asarray(v.scale) for k, v in bns.items()}
     graph = build_graph(model, shapes, conv_names, scales, folded, prelu)
-    notes = []
+    notes: list[str] = []
     unknown = [c.name for v in convs.values() for c in v if c.input_size is None]
     if unknown:
         notes.append(
@@ -181,45 +171,44 @@ def infer_class(w: LayerWeights, ndim: int) -> str:
 
 
 def build_without_config(
-    weights: Mapping[str, LayerWeights], ctx: Context, ndim_of, shape_of
+    weights: Mapping[str, LayerWeights], ctx: Context
 ) -> tuple[list[Layer], list[SkippedLayer]]:
     """Kernel shapes only: every conv at stride 1, unknown input size, labelled in its notes."""
-    from convaudit.loaders.keras_h5 import class_key_to_name
-
     layers: list[Layer] = []
     skipped: list[SkippedLayer] = []
     for name, w in weights.items():
         cls = class_key_to_name(w.class_key) if w.class_key else ""
         if w.class_key:  # object tree: roles follow from the class
-            cfg = {"use_bias": len(w.slots) > (2 if cls.startswith("SeparableConv") else 1)}
+            bias = {"use_bias": len(w.slots) > (2 if cls.startswith("SeparableConv") else 1)}
             w = LayerWeights(
                 name,
                 tuple(
                     zip(
-                        roles_by_order(cls, cfg, len(w.slots)), (p for _, p in w.slots), strict=True
+                        roles_by_order(cls, bias, len(w.slots)),
+                        (p for _, p in w.slots),
+                        strict=True,
                     )
                 ),
                 w.class_key,
             )
         else:
             first = w.path("kernel") or w.path("depthwise_kernel")
-            cls = infer_class(w, ndim_of(first)) if first else ""
-        if cls in CONV_CLASSES:
-            first = w.path("kernel") or w.path("depthwise_kernel")
-            shape = shape_of(first)
-            nd = len(shape) - 2
-            cfg = {"kernel_size": list(shape[:nd]), "strides": 1, "padding": "valid"}
-            notes = (NO_CONFIG_NOTE,)
+            cls = infer_class(w, ctx.ndim(first)) if first else ""
+        kernels = [p for r, p in w.slots if r.endswith("kernel")]
+        if cls in CONV_CLASSES | {"Dense"} and not all(ctx.is_float(p) for p in kernels):
+            skipped.append(SkippedLayer(name, QUANTIZED, cls))
+        elif cls in CONV_CLASSES:
+            notes: tuple[str, ...] = (NO_CONFIG_NOTE,)
             if not w.class_key:
                 notes += (f"read as {cls}: the class is guessed from weight and layer names",)
             if cls.startswith("Depthwise") and w.path("kernel"):
                 w = LayerWeights(
                     name, tuple(("depthwise_kernel" if r == "kernel" else r, p) for r, p in w.slots)
                 )
-            layers.extend(build_conv(name, cls, cfg, w, None, ctx, notes))
+            layers.extend(build_conv(name, cls, {"padding": "valid"}, w, None, ctx, notes))
         elif cls == "Dense":
             layers.append(build_dense(name, w, ctx, ("weights-only file: no config",)))
-        elif any(ndim_of(p) >= 3 for _, p in w.slots) and cls not in ("BatchNormalization",):
+        elif any(ctx.ndim(p) >= 3 for _, p in w.slots) and cls not in ("BatchNormalization",):
             skipped.append(
                 SkippedLayer(
                     name,

@@ -59,6 +59,7 @@ class KModel:
     declared: dict[str, Shape] = field(default_factory=dict)  # input tensor -> batch shape
     recorded: dict[str, Shape] = field(default_factory=dict)  # tensor -> shape Keras 3 wrote
     children: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict)
+    container_class: dict[tuple[str, ...], str] = field(default_factory=dict)
 
     def calls_of(self, layer: str) -> list[KCall]:
         return [c for c in self.calls if c.layer == layer]
@@ -161,6 +162,7 @@ class _Flattener:
     ) -> tuple[list[str], list[str]]:
         entries = _layer_entries(config)
         self.m.children[lpath] = tuple(_raw_name(e) for e in entries)
+        self.m.container_class[lpath] = "Sequential" if isinstance(config, list) else class_name
         for entry in entries:
             layer = KLayer(
                 (*lpath, _raw_name(entry)), str(entry.get("class_name")), entry.get("config") or {}

@@ -15,7 +15,7 @@ Both produce ``LayerWeights``: layer name -> ordered (role, dataset path) pairs.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import h5py
@@ -25,6 +25,17 @@ from convaudit.errors import ModelFileError
 from convaudit.loaders.keras_config import KModel
 from convaudit.loaders.safety import MAX_COMPRESSION_RATIO, check_declared_bytes
 
+CONV_CLASSES = frozenset(
+    f"{kind}{nd}D{suffix}"
+    for nd in (1, 2, 3)
+    for kind, suffix in (
+        ("Conv", ""),
+        ("Conv", "Transpose"),
+        ("DepthwiseConv", ""),
+        ("SeparableConv", ""),
+    )
+)
+TREE_CLASSES = (*sorted(CONV_CLASSES), "Dense", "BatchNormalization", "PReLU")
 ROLE_NAMES = frozenset(
     {
         "kernel",
@@ -63,7 +74,7 @@ def read_array(f: h5py.File, path: str, available: int, where: str) -> np.ndarra
         raise ModelFileError(f"cannot read {where}: dataset {path!r} is missing")
     storage = int(node.id.get_storage_size())
     check_declared_bytes(where, f"dataset {path}", storage, available)  # type: ignore[arg-type]
-    filtered = bool(node.compression) or node.chunks is not None and storage < node.nbytes
+    filtered = bool(node.compression) or (node.chunks is not None and storage < node.nbytes)
     if not filtered:
         check_declared_bytes(where, f"dataset {path}", int(node.nbytes), available)  # type: ignore[arg-type]
     elif node.nbytes > max(storage, 1) * MAX_COMPRESSION_RATIO:
@@ -228,10 +239,17 @@ def _vars(group: h5py.Group) -> list[str]:
 
 
 def tree_layers(
-    f: h5py.File, base: str = "layers", prefix: tuple[str, ...] = ()
+    f: h5py.File,
+    base: str = "layers",
+    prefix: tuple[str, ...] = (),
+    fallback: Callable[[tuple[str, ...], str], str | None] | None = None,
 ) -> list[tuple[tuple[str, ...], str, list[str]]]:
-    """(name path, class key, variable paths) for every layer group of the object tree."""
-    out = []
+    """(name path, class key, variable paths) for every layer group of the object tree.
+
+    The name is the ``vars`` group's ``name`` attribute; files from Keras versions that did not
+    write it are matched through ``fallback(prefix, key)``.
+    """
+    out: list[tuple[tuple[str, ...], str, list[str]]] = []
     group = f.get(base)
     if not isinstance(group, h5py.Group):
         return out
@@ -240,34 +258,59 @@ def tree_layers(
         if not isinstance(sub, h5py.Group):
             continue
         vars_group = sub.get("vars")
+        named = isinstance(vars_group, h5py.Group) and "name" in vars_group.attrs
         name = (
-            text(vars_group.attrs.get("name", key)) if isinstance(vars_group, h5py.Group) else key
+            text(vars_group.attrs["name"]) if named else (fallback and fallback(prefix, key)) or key
         )
         out.append(((*prefix, name), key, _vars(sub)))
         if isinstance(sub.get("layers"), h5py.Group):
-            out.extend(tree_layers(f, f"{base}/{key}/layers", (*prefix, name)))
+            out.extend(tree_layers(f, f"{base}/{key}/layers", (*prefix, name), fallback))
     return out
+
+
+def to_snake_case(name: str) -> str:
+    """keras.src.utils.naming.to_snake_case: how Keras names a layer's group in the tree."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def tree_keys(model: KModel, lpath: tuple[str, ...]) -> dict[str, str]:
+    """Object-tree key -> layer name for one container, as Keras' saving_lib assigns them."""
+    used: dict[str, int] = {}
+    keys: dict[str, str] = {}
+    sequential = model.container_class.get(lpath) == "Sequential"
+    for raw in model.children.get(lpath, ()):
+        layer = model.layers["/".join((*lpath, raw))]
+        if sequential and layer.class_name == "InputLayer":
+            continue  # a Sequential model does not save its InputLayer
+        key = to_snake_case(layer.class_name)
+        if key in used:
+            used[key] += 1
+            key = f"{key}_{used[key]}"
+        else:
+            used[key] = 0
+        keys[key] = raw
+    return keys
 
 
 def class_key_to_name(key: str) -> str:
     """``conv2d_transpose_3`` -> ``Conv2DTranspose`` for the classes convaudit reads."""
-    base = re.sub(r"_\d+$", "", key)
-    table = {
-        "conv1d": "Conv1D", "conv2d": "Conv2D", "conv3d": "Conv3D",
-        "conv1d_transpose": "Conv1DTranspose", "conv2d_transpose": "Conv2DTranspose",
-        "conv3d_transpose": "Conv3DTranspose", "depthwise_conv1d": "DepthwiseConv1D",
-        "depthwise_conv2d": "DepthwiseConv2D", "separable_conv1d": "SeparableConv1D",
-        "separable_conv2d": "SeparableConv2D", "dense": "Dense",
-        "batch_normalization": "BatchNormalization", "p_re_lu": "PReLU",
-    }  # fmt: skip
-    return table.get(base, "")
+    return {to_snake_case(c): c for c in TREE_CLASSES}.get(re.sub(r"_\d+$", "", key), "")
 
 
 def tree_with_config(f: h5py.File, model: KModel) -> tuple[dict[str, LayerWeights], list[str]]:
     """Match object-tree groups to config layers by their ``name`` attribute."""
     found: dict[str, LayerWeights] = {}
     problems: list[str] = []
-    for path, key, paths in tree_layers(f):
+    cache: dict[tuple[str, ...], dict[str, str]] = {}
+
+    def fallback(prefix: tuple[str, ...], key: str) -> str | None:
+        if prefix not in cache:
+            cache[prefix] = tree_keys(model, prefix)
+        return cache[prefix].get(key)
+
+    for path, key, paths in tree_layers(f, fallback=fallback):
         name = "/".join(path)
         layer = model.layers.get(name)
         if not paths:

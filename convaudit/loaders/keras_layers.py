@@ -96,10 +96,7 @@ def transpose_padding(
         out = deconv_length(n, k[ax], s[ax], d[ax], spec, op)
         assert out is not None
         full = (n - 1) * s[ax] + d[ax] * (k[ax] - 1) + 1
-        if spec == "same":
-            p = same_padding((out,), (k[ax],), (s[ax],), (d[ax],))[0]
-        else:
-            p = (0, 0)
+        p = same_padding((out,), (k[ax],), (s[ax],), (d[ax],))[0] if spec == "same" else (0, 0)
         pads.append(p)
         extra.append(out - (full - p[0] - p[1]))
     return tuple(pads), tuple(extra)
@@ -107,10 +104,21 @@ def transpose_padding(
 
 @dataclass(frozen=True)
 class Context:
-    """What building a layer needs besides its own config: reading datasets, provenance."""
+    """What building a layer needs besides its own config: datasets and provenance.
+
+    ``read`` returns a dataset's values (after the size checks); ``meta`` returns
+    (shape, dtype name) without reading anything.
+    """
 
     read: Callable[[str], np.ndarray]
+    meta: Callable[[str], tuple[tuple[int, ...], str]]
     provenance_extra: tuple[tuple[str, str], ...]
+
+    def ndim(self, path: str) -> int:
+        return len(self.meta(path)[0])
+
+    def is_float(self, path: str) -> bool:
+        return self.meta(path)[1].startswith(("float", "bfloat"))
 
 
 def _prov(ctx: Context, path: str, layout: str, array: np.ndarray, role: str) -> Provenance:
@@ -120,7 +128,8 @@ def _prov(ctx: Context, path: str, layout: str, array: np.ndarray, role: str) ->
 
 
 def _float(array: np.ndarray) -> np.ndarray:
-    return array if np.issubdtype(array.dtype, np.floating) else array.astype(np.float32)
+    """Half-precision kernels are widened; integer (quantised) kernels never get here."""
+    return array if array.dtype in (np.float32, np.float64) else array.astype(np.float32)
 
 
 def build_conv(
@@ -134,7 +143,9 @@ def build_conv(
 ) -> list[ConvLayer]:
     """The operators of one Keras conv layer (two for SeparableConv: depthwise, pointwise)."""
     nd = nd_of(class_name)
-    k = tup(cfg.get("kernel_size", 1), nd)
+    first = weights.path("kernel") or weights.path("depthwise_kernel")
+    assert first is not None
+    k = ctx.meta(first)[0][:nd]  # the stored kernel, whatever the config says
     s, d = tup(cfg.get("strides", 1), nd), tup(cfg.get("dilation_rate", 1), nd)
     spec = str(cfg.get("padding", "valid")).lower()
     bias_path = weights.path("bias")
@@ -194,7 +205,6 @@ def build_conv(
                 output_padding=extra,
                 bias=bias,
                 provenance=_prov(ctx, path, "keras-conv-transpose", raw, "kernel"),
-                kind="conv-transpose",
                 **common,
             )
         ]

@@ -97,9 +97,14 @@ def _conv(layer: KLayer, ins: list[Shape]) -> Shape | None:
     if "Transpose" in layer.class_name:
         ops = cfg.get("output_padding")
         opt = tup(ops, nd) if ops is not None else (None,) * nd
-        out = tuple(deconv_length(n, *a, pad, o) for n, *a, o in zip(sp, k, s, d, opt, strict=True))
+        out = tuple(
+            deconv_length(n, kk, ss, dd, pad, o)
+            for n, kk, ss, dd, o in zip(sp, k, s, d, opt, strict=True)
+        )
     else:
-        out = tuple(conv_length(n, *a, pad) for n, *a in zip(sp, k, s, d, strict=True))
+        out = tuple(
+            conv_length(n, kk, ss, dd, pad) for n, kk, ss, dd in zip(sp, k, s, d, strict=True)
+        )
     if "Depthwise" in layer.class_name:
         c = _channels(x, cfg)
         channels = None if c is None else c * int(cfg.get("depth_multiplier", 1))
@@ -136,7 +141,7 @@ def _pairs(value: Any, nd: int) -> list[tuple[int, int]]:
 
 
 def _resize_axes(
-    layer: KLayer, ins: list[Shape], fn: Callable[[int, int], int], key: str, default: Any
+    layer: KLayer, ins: list[Shape], fn: Callable[[int, int, int], int], key: str, default: Any
 ) -> Shape:
     cfg, nd, x = layer.config, nd_of(layer.class_name), ins[0]
     value = cfg.get(key, default)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convaudit.ir import ModelIR
+from convaudit.ir import ConvLayer, ModelIR
 from convaudit.loaders.interface import Loader, LoadOptions
 from convaudit.loaders.onnx_graph import build_graph
 from convaudit.loaders.onnx_layers import CONV_OPS, Extracted, LayerExtractor
@@ -101,10 +101,12 @@ class OnnxLoader(Loader):
         consumers = _consumers(onnx_file)
         outputs = {o.name for o in graph.output}
         extracted: Extracted = LayerExtractor(
-            graph, resolver, shapes, consumers, outputs, shapes_given=bool(options.input_shapes)
+            graph, resolver, shapes, consumers, outputs, bool(options.input_shapes), path.name
         ).run(order)
         notes.extend(extracted.notes)
-        unsized = [c.name for c in extracted.layers if hasattr(c, "input_size") and c.input_size is None]
+        unsized = [
+            c.name for c in extracted.layers if isinstance(c, ConvLayer) and c.input_size is None
+        ]
         if unsized:
             notes.append(f"input size unknown for {len(unsized)} conv(s): {', '.join(unsized[:5])}")
         return ModelIR(

@@ -14,8 +14,8 @@ import numpy as np
 import onnx
 
 from convaudit.ir import GraphNode
-from convaudit.loaders.onnx_layers import attrs, layer_name
 from convaudit.loaders.onnx_model import node_inputs
+from convaudit.loaders.onnx_nodes import attrs, layer_name
 from convaudit.loaders.onnx_weights import ConstantResolver
 
 
@@ -68,8 +68,12 @@ class _Matcher:
                 if op == "Sigmoid" and node.input[0] == x:
                     return "silu", x, {inner}
                 a = attrs(node)
-                if op == "HardSigmoid" and node.input[0] == x and _near(a.get("alpha", 0.2), 1 / 6) \
-                        and _near(a.get("beta", 0.5), 0.5):
+                if (
+                    op == "HardSigmoid"
+                    and node.input[0] == x
+                    and _near(a.get("alpha", 0.2), 1 / 6)
+                    and _near(a.get("beta", 0.5), 0.5)
+                ):
                     return "hardswish", x, {inner}
                 soft = self.made_by(node.input[0], "Softplus", inner) if op == "Tanh" else None
                 if soft is not None and self.graph.node[soft].input[0] == x:
@@ -83,7 +87,9 @@ class _Matcher:
         if found is None:
             return None
         prod_name, c = found
-        if not (root.op_type == "Div" and _near(c, 6) or root.op_type == "Mul" and _near(c, 1 / 6)):
+        if not (
+            (root.op_type == "Div" and _near(c, 6)) or (root.op_type == "Mul" and _near(c, 1 / 6))
+        ):
             return None
         prod = self.made_by(prod_name, "Mul", idx)
         if prod is None:
@@ -105,7 +111,12 @@ class _Matcher:
             if i < len(node.input) and node.input[i]:
                 found = self.resolver.resolve(node.input[i])
                 bounds[i - 1] = None if found is None else float(np.asarray(found.value).ravel()[0])
-        return bounds[0] is not None and bounds[1] is not None and _near(bounds[0], 0) and _near(bounds[1], 6)
+        return (
+            bounds[0] is not None
+            and bounds[1] is not None
+            and _near(bounds[0], 0)
+            and _near(bounds[1], 6)
+        )
 
     def erf_gelu(self, idx: int) -> tuple[str, str, set[int]] | None:
         """Mul(Mul(x, Add(Erf(Div(x, sqrt 2)), 1)), 0.5)."""
@@ -121,10 +132,17 @@ class _Matcher:
             if add is None or one is None or not _near(one[1], 1.0):
                 continue
             erf = self.made_by(one[0], "Erf", add)
-            div = self.made_by(self.graph.node[erf].input[0], "Div", erf) if erf is not None else None
+            div = (
+                self.made_by(self.graph.node[erf].input[0], "Div", erf) if erf is not None else None
+            )
             scaled = self.split(self.graph.node[div]) if div is not None else None
-            if div is not None and erf is not None and scaled is not None and scaled[0] == x \
-                    and _near(scaled[1], math.sqrt(2)):
+            if (
+                div is not None
+                and erf is not None
+                and scaled is not None
+                and scaled[0] == x
+                and _near(scaled[1], math.sqrt(2))
+            ):
                 return "gelu", x, {prod, add, erf, div}
         return None
 
@@ -138,7 +156,11 @@ def find_patterns(
     absorbed: set[int] = set()
     for idx in reversed(order):  # outermost patterns first
         node = graph.node[idx]
-        if idx in absorbed or node.op_type not in ("Mul", "Div") or node.domain not in ("", "ai.onnx"):
+        if (
+            idx in absorbed
+            or node.op_type not in ("Mul", "Div")
+            or node.domain not in ("", "ai.onnx")
+        ):
             continue
         found = match.erf_gelu(idx) or match.clip_hardswish(idx) or match.gated(idx)
         if found is None or found[2] & absorbed:
@@ -146,8 +168,14 @@ def find_patterns(
         fn, x, inner = found
         ops = "*".join(graph.node[i].op_type for i in sorted(inner)) + "*" + node.op_type
         extra = {"fn": fn, "approximate": "none"} if fn == "gelu" else {"fn": fn}
-        fused[idx] = GraphNode(layer_name(node, idx), "activation", f"pattern:{ops}", (x,),
-                               tuple(o for o in node.output if o), extra)
+        fused[idx] = GraphNode(
+            layer_name(node, idx),
+            "activation",
+            f"pattern:{ops}",
+            (x,),
+            tuple(o for o in node.output if o),
+            extra,
+        )
         absorbed |= inner
     return fused, absorbed
 

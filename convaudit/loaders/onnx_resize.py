@@ -43,7 +43,11 @@ def resize_factor(
         sizes = const(node, 3)
         if (sizes is None or sizes.size == 0) and (scales is None or scales.size == 0):
             return None
-        if sizes is not None and sizes.size and _text(a.get("keep_aspect_ratio_policy", b"stretch")) != "stretch":
+        if (
+            sizes is not None
+            and sizes.size
+            and _text(a.get("keep_aspect_ratio_policy", b"stretch")) != "stretch"
+        ):
             return None
     if scales is not None and scales.size == 0:
         scales = None
@@ -83,15 +87,15 @@ def max_copies(n_in: int, n_out: int, scale: float, ctm: str, rounding: str) -> 
         orig = (x + 0.5) / scale
     else:
         return None
-    rounders = {
-        "round_prefer_floor": lambda v: np.ceil(v - 0.5),
-        "round_prefer_ceil": lambda v: np.floor(v + 0.5),
-        "floor": np.floor,
-        "ceil": np.ceil,
-    }
-    if rounding not in rounders:
+    if rounding == "round_prefer_floor":
+        rounded = np.ceil(orig - 0.5)
+    elif rounding == "round_prefer_ceil":
+        rounded = np.floor(orig + 0.5)
+    elif rounding in ("floor", "ceil"):
+        rounded = np.floor(orig) if rounding == "floor" else np.ceil(orig)
+    else:
         return None
-    index = np.clip(rounders[rounding](orig), 0, n_in - 1).astype(np.int64)
+    index = np.clip(rounded, 0, n_in - 1).astype(np.int64)
     return int(np.bincount(index, minlength=n_in).max())
 
 

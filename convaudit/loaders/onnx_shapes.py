@@ -14,6 +14,8 @@ from convaudit.loaders.onnx_model import OnnxFile, all_tensors
 
 Shape = tuple[int | None, ...]
 HINT_EXAMPLE = "1,3,224,224"
+#: tensors above this many bytes are hidden from shape inference (it needs only their dims)
+_INLINE_LIMIT = 4096
 
 
 def real_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
@@ -42,7 +44,8 @@ def fix_input_shapes(
     """Full, static shapes for every real input, and notes about what was assumed.
 
     ``given`` (``--input-shape``) wins over declared dims, but may not contradict a static one.
-    A dynamic leading (batch) dim is taken as 1: it does not change any spatial size.
+    A dynamic batch dim (the first of a rank >= 3 input) is taken as 1: it does not change any
+    spatial size.
     """
     inputs = real_inputs(onnx_file.graph)
     names = [i.name for i in inputs]
@@ -77,7 +80,7 @@ def fix_input_shapes(
             dynamic.append(f"{value.name} (rank unknown)")
             continue
         dims = list(declared)
-        if dims and dims[0] is None:
+        if len(dims) >= 3 and dims[0] is None:  # N of NC<spatial>
             dims[0] = 1
             notes.append(f"input {value.name}: dynamic batch dim taken as 1")
         if any(d is None for d in dims):
@@ -122,6 +125,7 @@ def infer_shapes(
     model = onnx.ModelProto()
     model.CopyFrom(onnx_file.model)
     _set_input_dims(model.graph, fixed)
+    _hide_large_tensors(model.graph)
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception:  # inference is best effort; the runtime fallback covers the rest
@@ -137,6 +141,19 @@ def infer_shapes(
     for tensor in graph.initializer:
         shapes[tensor.name] = tuple(int(d) for d in tensor.dims)
     return shapes, types
+
+
+def _hide_large_tensors(graph: onnx.GraphProto) -> None:
+    """Mark big tensors external: inference needs only their dims, and skips copying weights.
+
+    Data propagation reads small constants (shapes, axes), which stay inline.
+    """
+    for tensor in all_tensors(graph):
+        if tensor.HasField("raw_data") and len(tensor.raw_data) > _INLINE_LIMIT:
+            tensor.ClearField("raw_data")
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+            entry = tensor.external_data.add()
+            entry.key, entry.value = "location", "not-loaded"
 
 
 def _set_input_dims(graph: onnx.GraphProto, fixed: Mapping[str, tuple[int, ...]]) -> None:
@@ -194,4 +211,6 @@ def runtime_shapes(
         results = session.run(names, feeds)
     except Exception:  # onnxruntime cannot run it: sizes stay unknown, and the loader says so
         return {}
-    return {name: tuple(int(d) for d in np.shape(r)) for name, r in zip(names, results, strict=True)}
+    return {
+        name: tuple(int(d) for d in np.shape(r)) for name, r in zip(names, results, strict=True)
+    }

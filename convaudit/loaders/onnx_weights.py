@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -79,6 +80,7 @@ class ConstantResolver:
                     self.producers[out] = node
         self.shapes = shapes
         self._cache: dict[str, Resolved | None] = {}
+        self._why: dict[str, str] = {}
         self._opsets = list(onnx_file.model.opset_import)
 
     def is_constant(self, name: str) -> bool:
@@ -93,6 +95,10 @@ class ConstantResolver:
         self._cache[name] = result
         return result
 
+    def why_not(self, name: str) -> str:
+        """Why ``name`` has no constant value (after resolve returned None)."""
+        return self._why.get(name, "it depends on the model's input")
+
     def _resolve(self, name: str) -> Resolved | None:
         if name in self.initializers:
             tensor = self.initializers[name]
@@ -104,31 +110,45 @@ class ConstantResolver:
         if node is None:
             return None
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
-            value = self._constant_node_value(node)
-            if value is None:
+            constant = self._constant_node_value(node)
+            if constant is None:
                 return None
-            src = Source("constant", name, _dtype_name(value))
+            src = Source("constant", name, _dtype_name(constant))
             if not _has_tensor_value(node):
-                src = Source("computed", name, src.dtype, reason="a Constant node without a tensor value")
-            return Resolved(value, src)
+                src = Source(
+                    "computed", name, src.dtype, reason="a Constant node without a tensor value"
+                )
+            return Resolved(constant, src)
         if node.op_type in _NOT_FOLDABLE or node.domain not in ("", "ai.onnx"):
             return None
         inputs = [self.resolve(i) if i else None for i in node.input]
-        if any(r is None for r, i in zip(inputs, node.input, strict=True) if i):
+        missing = next(
+            (i for r, i in zip(inputs, node.input, strict=True) if i and r is None), None
+        )
+        if missing is not None:
+            self._why[name] = self.why_not(missing)
             return None
         if node.op_type in _PASS_THROUGH and len(node.output) == 1:
             return self._pass_through(node, inputs[0], inputs[1:])
-        value = self._fold(node, name, inputs)
-        if value is None:
+        folded = self._fold(node, name, inputs)
+        if folded is None:
             return None
         origin = inputs[0].source.name if inputs and inputs[0] else name
         if node.op_type == "DequantizeLinear":
-            src = Source("quantized", origin, _dtype_name(inputs[0].value) if inputs[0] else "",
-                         reason="a quantised weight (DequantizeLinear)")
+            src = Source(
+                "quantized",
+                origin,
+                _dtype_name(inputs[0].value) if inputs[0] else "",
+                reason="a quantised weight (DequantizeLinear)",
+            )
         else:
-            src = Source("computed", name, _dtype_name(value),
-                         reason=f"computed by a constant {node.op_type} subgraph")
-        return Resolved(value, src)
+            src = Source(
+                "computed",
+                name,
+                _dtype_name(folded),
+                reason=f"computed by a constant {node.op_type} subgraph",
+            )
+        return Resolved(folded, src)
 
     def _pass_through(
         self, node: onnx.NodeProto, first: Resolved | None, rest: list[Resolved | None]
@@ -154,23 +174,31 @@ class ConstantResolver:
                 return np.asarray(list(helper.get_attribute_value(attr)))
         return None
 
-    def _fold(self, node: onnx.NodeProto, name: str, inputs: list[Resolved | None]) -> np.ndarray | None:
+    def _fold(
+        self, node: onnx.NodeProto, name: str, inputs: list[Resolved | None]
+    ) -> np.ndarray | None:
         if not self._small_enough(node, name, inputs):
+            self._why[name] = f"folding its {node.op_type} would need more than 2 GiB"
             return None
         from onnx.reference import ReferenceEvaluator
 
-        feeds = {i: r.value for i, r in zip(node.input, inputs, strict=True) if i and r is not None}
+        feeds: dict[str, np.ndarray] = {
+            i: r.value for i, r in zip(node.input, inputs, strict=True) if i and r is not None
+        }
         graph = helper.make_graph(
             [node],
             "fold",
-            [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
-             for k, v in feeds.items()],
+            [
+                helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+                for k, v in feeds.items()
+            ],
             [helper.make_empty_tensor_value_info(o) for o in node.output if o],
         )
         model = helper.make_model(graph, opset_imports=self._opsets)
         try:
-            outputs = ReferenceEvaluator(model).run(None, feeds)
+            outputs: list[Any] = list(ReferenceEvaluator(model).run(None, feeds))
         except Exception:  # an op the reference evaluator cannot run: treat as not constant
+            self._why[name] = f"onnx's reference evaluator cannot fold its {node.op_type}"
             return None
         wanted = [o for o in node.output if o].index(name)
         return np.asarray(outputs[wanted])

@@ -88,12 +88,18 @@ def _to_stored(layer: ConvLayer | DenseLayer, new: np.ndarray, prov: Provenance)
     alpha = prov.get("alpha")
     if alpha is not None:
         value = value / float(alpha)
-    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(helper.np_dtype_to_tensor_dtype(_np_dtype(prov.dtype))))
+    dtype = np.dtype(
+        helper.tensor_dtype_to_np_dtype(helper.np_dtype_to_tensor_dtype(_np_dtype(prov.dtype)))
+    )
     if not np.issubdtype(dtype, np.floating) and dtype.name != "bfloat16":
-        raise UnsupportedLayerError(f"cannot write layer {layer.name}: its weight is stored as {dtype}")
+        raise UnsupportedLayerError(
+            f"cannot write layer {layer.name}: its weight is stored as {dtype}"
+        )
     stored = value.astype(dtype)
     if not np.all(np.isfinite(stored.astype(np.float64))):
-        raise UnsupportedLayerError(f"cannot write layer {layer.name}: the new kernel overflows {dtype}")
+        raise UnsupportedLayerError(
+            f"cannot write layer {layer.name}: the new kernel overflows {dtype}"
+        )
     return np.ascontiguousarray(stored)
 
 
@@ -121,7 +127,10 @@ def _find_tensor(onnx_file: OnnxFile, locator: str) -> onnx.TensorProto:
 
 
 def _check_fits(locator: str, tensor: onnx.TensorProto, value: np.ndarray) -> None:
-    if tuple(tensor.dims) != value.shape or helper.np_dtype_to_tensor_dtype(value.dtype) != tensor.data_type:
+    if (
+        tuple(tensor.dims) != value.shape
+        or helper.np_dtype_to_tensor_dtype(value.dtype) != tensor.data_type
+    ):
         raise ModelFileError(
             f"cannot write tensor {locator!r}: the file holds {tuple(tensor.dims)} "
             f"{helper.tensor_dtype_to_np_dtype(tensor.data_type)}, expected {value.shape} {value.dtype} "

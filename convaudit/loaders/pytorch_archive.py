@@ -34,6 +34,8 @@ def is_safetensors(head: bytes, file_size: int) -> bool:
 
 def zip_kind(names: list[str]) -> str | None:
     """'pt2', 'torchscript', 'zip' (torch.save), or None for a zip that is not PyTorch's."""
+    if any(n.rsplit("/", 1)[-1] == "serialized_exported_program.json" for n in names):
+        return "pt2"  # the torch 2.1-2.5 torch.export.save layout
     roots = {n.split("/", 1)[0] for n in names if "/" in n}
     if len(roots) != 1:
         return None
@@ -70,9 +72,9 @@ def reason(exc: BaseException) -> str:
     text = str(exc)
     if "WeightsUnpickler error:" in text:  # the rest of the message is advice about weights_only
         text = text.split("WeightsUnpickler error:", 1)[1]
+    elif "TorchScript interpreter" in text and "Error:" in text:  # the cause comes last
+        text = text.rsplit("Error:", 1)[1]
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    if "TorchScript interpreter" in text and lines:  # the cause is the last line
-        return lines[-1][:200]
     return (lines[0] if lines else type(exc).__name__)[:200]
 
 

@@ -64,11 +64,20 @@ def read_exported(path: Path, options: LoadOptions) -> ModelIR:
         if len(have) != len(wanted) or any(h is not None and h != w for h, w in zip(have, wanted, strict=False)):
             raise InputShapeError(
                 f"--input-shape {','.join(map(str, wanted))} contradicts {path}: its input {name!r} has shape {list(have)}",
-                hint="a torch.export archive fixes its input shape; drop --input-shape",
+                hint="give the static dims as exported; only dynamic dims may be chosen",
             )
     tensors = {**ep.state_dict, **ep.constants}
-    built = GraphBuilder(cg, tensors, container="pt2").build()
-    return ModelIR(str(path), "pytorch", tuple(built.layers), tuple(built.skipped), shapes, built.graph)
+    dynamic = any(None in s for s in shapes.values())
+    recorded = None
+    notes: tuple[str, ...] = ()
+    if dynamic and wanted is not None:
+        # the graph's sizes are symbolic: run the exported module once on the requested shape
+        recorded = _record_conv_inputs(ep.module(), wanted, tensors, path)
+        shapes = {name: wanted for name in shapes}
+    elif dynamic:
+        notes = ("the exported input has dynamic dims: conv input sizes unknown; pass --input-shape to fix them",)
+    built = GraphBuilder(cg, tensors, container="pt2", conv_inputs=recorded).build()
+    return ModelIR(str(path), "pytorch", tuple(built.layers), tuple(built.skipped), shapes, built.graph, notes)
 
 
 def _record_conv_inputs(module: Any, shape: tuple[int, ...], tensors: Mapping[str, Any], path: Path) -> dict[str, list[tuple[int, ...]]]:
@@ -78,6 +87,7 @@ def _record_conv_inputs(module: Any, shape: tuple[int, ...], tensors: Mapping[st
 
     key_of = {t.data_ptr(): k for k, t in tensors.items() if t.numel()}
     found: dict[str, list[tuple[int, ...]]] = {}
+    failed: list[BaseException] = []  # the TorchScript interpreter drops the message on re-raise
 
     class Recorder(TorchDispatchMode):
         def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
@@ -85,14 +95,19 @@ def _record_conv_inputs(module: Any, shape: tuple[int, ...], tensors: Mapping[st
                 key = key_of.get(args[1].data_ptr())
                 if key is not None:
                     found.setdefault(key, []).append(tuple(int(s) for s in args[0].shape))
-            return func(*args, **(kwargs or {}))
+            try:
+                return func(*args, **(kwargs or {}))
+            except Exception as exc:
+                failed.append(exc)
+                raise
 
     dtype = next((t.dtype for t in tensors.values() if t.is_floating_point()), torch.float32)
     try:
         with torch.no_grad(), Recorder():
             module(torch.zeros(shape, dtype=dtype))
     except Exception as exc:
-        raise InputShapeError(f"{path}: the model does not run on zeros of shape {list(shape)}: {reason(exc)}") from None
+        why = reason(failed[0] if failed else exc)
+        raise InputShapeError(f"{path}: the model does not run on zeros of shape {list(shape)}: {why}") from None
     return found
 
 

@@ -23,8 +23,33 @@ from convaudit.report.interface import (
 )
 
 
+def _is_flat(value: Any) -> bool:
+    """Scalars, and lists of scalars (e.g. shapes, pads): written on one line."""
+    if isinstance(value, list):
+        return all(
+            not isinstance(v, (list, dict)) or (isinstance(v, list) and _is_flat(v)) for v in value
+        )
+    return not isinstance(value, dict)
+
+
+def _encode(value: Any, depth: int) -> str:
+    if _is_flat(value):
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
+    inner, outer = "  " * (depth + 1), "  " * depth
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        items = (
+            f"{inner}{json.dumps(str(k), ensure_ascii=False)}: {_encode(v, depth + 1)}"
+            for k, v in value.items()
+        )
+        return "{\n" + ",\n".join(items) + f"\n{outer}}}"
+    return "[\n" + ",\n".join(f"{inner}{_encode(v, depth + 1)}" for v in value) + f"\n{outer}]"
+
+
 def dumps(document: Any) -> str:
-    return json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    """Indented JSON with short arrays (shapes, strides, pads, spectra) kept on one line."""
+    return _encode(document, 0) + "\n"
 
 
 def _header(command: str) -> dict[str, Any]:

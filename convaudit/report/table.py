@@ -48,7 +48,11 @@ def _pads(padding: Sequence[tuple[int, int]]) -> str:
 def _spectrum_row(result: LayerResult) -> list[str]:
     geo, spec = result.geometry, result.spectrum
     sigma = spec.sigma_max
-    kind = result.kind + (" +bn" if spec.bn_folded else "")
+    kind = result.kind
+    if geo.transposed and "transpose" not in kind:
+        kind += " (transposed)"
+    if spec.bn_folded:
+        kind += " +bn"
     if spec.status != "ok":
         kind += f" ({spec.status})"
     return [

@@ -7,6 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+# Re-exported: some test modules import it from here.
+from cli_helpers import one_error_line  # noqa: F401
 from typer.testing import CliRunner, Result
 
 from convaudit.cli import app
@@ -49,13 +52,3 @@ def golden(request: pytest.FixtureRequest) -> Callable[[str, str], str]:
         return path.read_text(encoding="utf-8")
 
     return check
-
-
-def one_error_line(result: Result) -> str:
-    """The run failed cleanly: nothing on stdout, one `error:` line (+ optional hint), no traceback."""
-    lines = result.stderr.strip().splitlines()
-    assert result.stdout == "", result.stdout
-    assert lines and lines[0].startswith("error: "), result.stderr
-    assert len(lines) <= 2 and all(line.startswith("hint: ") for line in lines[1:]), result.stderr
-    assert "Traceback" not in result.stderr
-    return lines[0]

@@ -6,7 +6,7 @@ import json
 
 import onnx
 import pytest
-from conftest import one_error_line
+from cli_helpers import one_error_line
 from onnx import numpy_helper
 
 DEMO = "sample_models/resnet_tiny.onnx"
@@ -43,7 +43,7 @@ def test_geometry_matches_the_onnx_graph(cli, in_repo):
     weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     nodes = [n for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose")]
     convs = [layer for layer in layers if layer["kind"] != "dense"]
-    assert len(convs) == len(nodes) == 11
+    assert len(convs) == len(nodes) == 10
     for node, layer in zip(nodes, convs, strict=True):
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         assert layer["kernel_shape"] == list(weights[node.input[1]].shape)

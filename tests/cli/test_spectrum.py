@@ -10,7 +10,7 @@ import math
 import jsonschema
 import numpy as np
 import pytest
-from conftest import one_error_line
+from cli_helpers import one_error_line
 
 from convaudit.report.json import spectrum_schema
 
@@ -68,7 +68,7 @@ def test_every_number_is_labelled(cli):
     model = doc["models"][0]
     assert model["input_shapes"] == {"input": [1, 3, 32, 32]}
     convs = [layer for layer in model["layers"] if layer["kind"] != "dense"]
-    assert len(convs) == 11
+    assert len(convs) == 10
     for layer in convs:
         sigma = layer["sigma_max"]
         assert sigma["quantity"] in ("exact", "upper-bound")
@@ -178,7 +178,7 @@ def test_csv(cli):
     result = cli("spectrum", DEMO, "--format", "csv")
     assert result.exit_code == 0 and result.stderr == "" and "\x1b[" not in result.stdout
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert len(rows) == 12 and {r["model"] for r in rows} == {DEMO}
+    assert len(rows) == 11 and {r["model"] for r in rows} == {DEMO}
     assert all(float(r["sigma_max"]) > 0 for r in rows)
 
 
@@ -216,7 +216,10 @@ def test_save_spectra_matches_json(cli, tmp_path):
     doc = _json(cli("spectrum", SIGNAL, "--format", "json", "--full", "--save-spectra", str(dest)))
     saved = np.load(dest)
     meta = json.loads(str(saved["__meta__"]))
-    for layer in doc["models"][0]["layers"]:
+    with_spectra = [layer for layer in doc["models"][0]["layers"] if layer["singular_values"]]
+    assert len(with_spectra) >= 3  # every conv
+    assert sorted(saved.files) == sorted(["__meta__", *(layer["name"] for layer in with_spectra)])
+    for layer in with_spectra:
         np.testing.assert_allclose(saved[layer["name"]], layer["singular_values"], rtol=1e-11)
         assert meta[layer["name"]]["grid"] == layer["spectrum"]["grid"]
 
@@ -289,3 +292,15 @@ def test_version(cli):
 
     result = cli("--version")
     assert result.exit_code == 0 and result.stdout.strip() == f"convaudit {__version__}"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_cuda_matches_cpu(cli, dtype):
+    cpu = _json(cli("spectrum", DEMO, "--format", "json", "--device", "cpu", "--dtype", dtype))
+    gpu = _json(cli("spectrum", DEMO, "--format", "json", "--device", "cuda", "--dtype", dtype))
+    assert gpu["options"]["device"].startswith("cuda")
+    rel = 1e-9 if dtype == "float64" else 1e-4
+    for a, b in zip(cpu["models"][0]["layers"], gpu["models"][0]["layers"], strict=True):
+        assert b["sigma_max"]["value"] == pytest.approx(a["sigma_max"]["value"], rel=rel)
+        assert b["spectrum"]["stable_rank"] == pytest.approx(a["spectrum"]["stable_rank"], rel=rel)

@@ -6,12 +6,21 @@ Each export records, in execution order, every conv/linear module and the input 
 
 from __future__ import annotations
 
+import atexit
+import dataclasses
+import functools
+import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from convaudit.ir import ModelIR
+from convaudit.loaders.interface import LoadOptions
+from convaudit.loaders.onnx import OnnxLoader
 
 
 class Net2d(nn.Module):
@@ -141,3 +150,30 @@ def export(
                 model, (x,), str(path), dynamo=False, input_names=["x"], dynamic_axes=axes, **kwargs
             )  # type: ignore[arg-type]
     return Exported(path, model, input_shape, record_calls(model, x))
+
+
+_CACHE_DIR = Path(tempfile.mkdtemp(prefix="convaudit-onnx-tests-"))
+atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
+
+
+@functools.cache
+def _export_once(
+    net: type[nn.Module], shape: tuple[int, ...], dynamo: bool, options: tuple
+) -> Exported:
+    folder = Path(tempfile.mkdtemp(dir=_CACHE_DIR))
+    return export(net(), shape, folder / "net.onnx", dynamo=dynamo, **dict(options))
+
+
+def shared_export(
+    net: type[nn.Module], shape: tuple[int, ...], *, dynamo: bool, **options: object
+) -> Exported:
+    """One export per (model, shape, exporter, options) per test session; tests that only read
+    the file share it (exports cost seconds). Each caller gets its own Exported record."""
+    found = _export_once(net, shape, dynamo, tuple(sorted(options.items())))
+    return dataclasses.replace(found, calls=list(found.calls))
+
+
+@functools.cache
+def load_once(path: Path) -> ModelIR:
+    """A model loaded once per session (the light_*.onnx models are large to fold)."""
+    return OnnxLoader().load(path, LoadOptions())

@@ -235,3 +235,92 @@ def test_real_fer_emotion_model(shared_models):
     assert graph is not None and graph.outputs == ("predictions",)
     assert sum(n.kind == "add" for n in graph.nodes) == 4
     assert not [n for n in graph.nodes if n.kind == "unknown"]
+
+
+def strip_name_attributes(f: h5py.File) -> None:
+    groups: list[h5py.Group] = []
+    f.visititems(lambda _, obj: groups.append(obj) if isinstance(obj, h5py.Group) else None)
+    for group in groups:
+        group.attrs.pop("name", None)
+
+
+@pytest.mark.parametrize("case", ["f2d", "nested"])
+def test_object_tree_without_name_metadata(cases, case, tmp_path):
+    """Keras 3 releases before the ``vars`` name attribute: groups are matched by class key."""
+    import io
+    import zipfile
+
+    src = cases[case].files["keras"]
+    dest = tmp_path / src.name
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dest, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            if info.filename == "model.weights.h5":
+                image = io.BytesIO(data)
+                with h5py.File(image, "r+") as f:
+                    strip_name_attributes(f)
+                data = image.getvalue()
+            zout.writestr(info, data)
+    with zipfile.ZipFile(dest) as zf, h5py.File(io.BytesIO(zf.read("model.weights.h5"))) as f:
+        assert "name" not in f["layers/conv2d/vars"].attrs
+    ref, got = load(src), load(dest)
+    assert [c.name for c in got.layers] == [c.name for c in ref.layers] and not got.skipped
+    for a, b in zip(ref.convs, got.convs, strict=True):
+        np.testing.assert_array_equal(a.kernel, b.kernel)
+        assert a.bn is None if b.bn is None else a.bn is not None
+
+
+def test_shared_layer_and_two_inputs(cases, tmp_path):
+    import keras
+    from keras import layers
+
+    a, b = keras.Input((8, 8, 2), name="a"), keras.Input((4, 4, 2), name="b")
+    shared = layers.Conv2D(3, 3, padding="same", name="shared")
+    up = layers.UpSampling2D(2, name="up")(shared(b))
+    out = layers.Concatenate(name="cat")([shared(a), up])
+    model = keras.Model([a, b], out)
+    path = tmp_path / "shared.keras"
+    model.save(path)
+    ir = load(path)
+    (conv,) = ir.convs
+    # Keras node 0 is the first call, shared(b): its size is used, the note names both
+    assert conv.input_size == (4, 4) and any("called 2 times" in n for n in conv.notes)
+    assert dict(ir.input_shapes) == {"a": (None, 8, 8, 2), "b": (None, 4, 4, 2)}
+    graph = ir.graph
+    assert graph is not None and graph.inputs == ("a", "b") and graph.outputs == ("cat",)
+    calls = [n for n in graph.nodes if n.kind == "conv"]
+    assert [n.attrs["layer"] for n in calls] == ["shared", "shared"]
+    assert {n.inputs for n in calls} == {("a",), ("b",)}
+    cat = next(n for n in graph.nodes if n.name == "cat")
+    assert set(cat.inputs) == {"up", next(n.outputs[0] for n in calls if n.inputs == ("a",))}
+    with pytest.raises(InputShapeError):
+        load(path, **{"": (1, 8, 8, 2)})  # two inputs: the shape must be named
+
+
+def keras2_dialect(config: dict, bare_list: bool) -> str:
+    """A Keras 3 Sequential config rewritten the way Keras 2 wrote it: no InputLayer entry,
+    the first layer carries batch_input_shape; Keras 2.0/2.1 stored the layer list bare."""
+    import json
+
+    entries = config["config"]["layers"]
+    shape = entries[0]["config"]["batch_shape"]
+    entries = [{"class_name": e["class_name"], "config": e["config"]} for e in entries[1:]]
+    entries[0]["config"] = {**entries[0]["config"], "batch_input_shape": shape}
+    inner = entries if bare_list else {"name": "sequential_1", "layers": entries}
+    return json.dumps({"class_name": "Sequential", "config": inner})
+
+
+@pytest.mark.parametrize("bare_list", [False, True])
+def test_keras2_sequential_config_dialects(cases, bare_list, tmp_path):
+    import json
+    import shutil
+
+    path = tmp_path / "k2.h5"
+    shutil.copyfile(cases["seq1d"].files["h5"], path)
+    with h5py.File(path, "r+") as f:
+        f.attrs["model_config"] = keras2_dialect(json.loads(f.attrs["model_config"]), bare_list)
+    ref, got = load(cases["seq1d"].files["h5"]), load(path)
+    assert [(c.name, c.input_size, c.padding, c.stride) for c in got.convs] == [
+        (c.name, c.input_size, c.padding, c.stride) for c in ref.convs
+    ]
+    assert [n.kind for n in got.graph.nodes] == [n.kind for n in ref.graph.nodes]  # type: ignore[union-attr]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from onnx_fixtures import Exported, Net1d, Net2d, Net3d, export, record_calls
+from onnx_fixtures import Exported, Net1d, Net2d, Net3d, export, record_calls, shared_export
 from torch import nn
 
 from convaudit.errors import InputShapeError
@@ -75,19 +75,17 @@ def _torch_output_size(module: nn.Module, in_shape: tuple[int, ...]) -> tuple[in
 
 @pytest.fixture(scope="module")
 def legacy_2d(tmp_path_factory: pytest.TempPathFactory) -> Exported:
-    return export(Net2d(), SHAPE_2D, tmp_path_factory.mktemp("legacy") / "net2d.onnx", dynamo=False)
+    return shared_export(Net2d, SHAPE_2D, dynamo=False)
 
 
 @pytest.fixture(scope="module")
 def legacy_2d_unfolded(tmp_path_factory: pytest.TempPathFactory) -> Exported:
-    path = tmp_path_factory.mktemp("legacy_raw") / "net2d.onnx"
-    return export(Net2d(), SHAPE_2D, path, dynamo=False, do_constant_folding=False)
+    return shared_export(Net2d, SHAPE_2D, dynamo=False, do_constant_folding=False)
 
 
 @pytest.fixture(scope="module")
 def dynamo_2d(tmp_path_factory: pytest.TempPathFactory) -> Exported:
-    path = tmp_path_factory.mktemp("dynamo") / "net2d.onnx"
-    return export(Net2d(), SHAPE_2D, path, dynamo=True, optimize=False, external_data=True)
+    return shared_export(Net2d, SHAPE_2D, dynamo=True, optimize=False, external_data=True)
 
 
 def test_legacy_exporter_geometry_sizes_and_kernels(legacy_2d: Exported) -> None:
@@ -125,7 +123,7 @@ def test_dynamo_exporter_with_external_data(dynamo_2d: Exported) -> None:
     # the dynamo exporter names initializers after the state_dict keys
     for layer, (name, _, _) in zip(ir.layers, dynamo_2d.calls, strict=True):
         assert layer.provenance is not None and layer.provenance.locator == f"{name}.weight"
-    assert any(layer.provenance.get("external") == "net2d.onnx.data" for layer in ir.convs)
+    assert any(layer.provenance.get("external") == "net.onnx.data" for layer in ir.convs)
     assert ir.convs[0].bn is not None
 
 

@@ -21,10 +21,13 @@ from convaudit.loaders.interface import LoadOptions
 from convaudit.loaders.onnx import OnnxLoader
 
 
-def one_conv_model(path: Path, op: str, weight: np.ndarray, in_shape: tuple[int, ...], **attrs) -> Path:
+def one_conv_model(
+    path: Path, op: str, weight: np.ndarray, in_shape: tuple[int, ...], **attrs
+) -> Path:
     node = helper.make_node(op, ["x", "w"], ["y"], name="the_conv", **attrs)
     graph = helper.make_graph(
-        [node], "g",
+        [node],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         [numpy_helper.from_array(weight, "w")],
@@ -35,33 +38,47 @@ def one_conv_model(path: Path, op: str, weight: np.ndarray, in_shape: tuple[int,
 
 def torch_reference(layer: ConvLayer, x: np.ndarray) -> np.ndarray:
     """Apply the IR's geometry with torch (2-D)."""
-    xt, w = torch.from_numpy(x), torch.from_numpy(layer.kernel)
+    xt, w = torch.from_numpy(x), torch.from_numpy(np.array(layer.kernel))
     (t, b), (left, r) = layer.padding
     if not layer.transposed:
         xt = F.pad(xt, (left, r, t, b))
-        return F.conv2d(xt, w, stride=layer.stride, dilation=layer.dilation, groups=layer.groups).numpy()
-    full = F.conv_transpose2d(xt, w, stride=layer.stride, dilation=layer.dilation, groups=layer.groups)
+        return F.conv2d(
+            xt, w, stride=layer.stride, dilation=layer.dilation, groups=layer.groups
+        ).numpy()
+    full = F.conv_transpose2d(
+        xt, w, stride=layer.stride, dilation=layer.dilation, groups=layer.groups
+    )
     op = layer.output_padding or (0, 0)
     full = F.pad(full, (0, op[1], 0, op[0]))
-    return full[:, :, t: full.shape[2] - b, left: full.shape[3] - r].numpy()
+    return full[:, :, t : full.shape[2] - b, left : full.shape[3] - r].numpy()
 
 
 CASES = [
     ("Conv", (6, 3, 3, 4), {"auto_pad": "SAME_UPPER", "strides": [2, 3]}),
     ("Conv", (6, 3, 3, 4), {"auto_pad": "SAME_LOWER", "strides": [2, 3]}),
-    ("Conv", (6, 3, 4, 2), {"auto_pad": "SAME_UPPER", "dilations": [2, 1]}),
+    ("Conv", (6, 3, 4, 2), {"auto_pad": "SAME_UPPER"}),  # even kernel: uneven pads
+    ("Conv", (6, 3, 4, 2), {"auto_pad": "SAME_LOWER", "strides": [3, 1]}),
+    ("Conv", (6, 3, 3, 2), {"dilations": [2, 3], "pads": [2, 1, 1, 2], "strides": [2, 1]}),
     ("Conv", (6, 1, 3, 3), {"auto_pad": "VALID", "group": 3, "strides": [2, 2]}),
     ("Conv", (6, 3, 3, 3), {"pads": [0, 1, 2, 3]}),  # begins then ends: h (0, 2), w (1, 3)
     ("Conv", (6, 3, 3, 3), {}),  # opset defaults: stride 1, no padding
-    ("ConvTranspose", (3, 4, 3, 3), {"strides": [2, 2], "pads": [1, 0, 0, 1], "output_padding": [1, 1]}),
+    (
+        "ConvTranspose",
+        (3, 4, 3, 3),
+        {"strides": [2, 2], "pads": [1, 0, 0, 1], "output_padding": [1, 1]},
+    ),
     ("ConvTranspose", (3, 4, 3, 3), {"strides": [2, 2], "output_shape": [14, 20]}),
     ("ConvTranspose", (3, 2, 4, 4), {"strides": [2, 2], "auto_pad": "SAME_UPPER", "group": 3}),
     ("ConvTranspose", (3, 2, 4, 4), {"strides": [2, 2], "auto_pad": "SAME_LOWER", "group": 3}),
 ]
 
 
-@pytest.mark.parametrize(("op", "wshape", "attrs"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
-def test_padding_matches_onnxruntime(tmp_path: Path, op: str, wshape: tuple[int, ...], attrs: dict) -> None:
+@pytest.mark.parametrize(
+    ("op", "wshape", "attrs"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)]
+)
+def test_padding_matches_onnxruntime(
+    tmp_path: Path, op: str, wshape: tuple[int, ...], attrs: dict
+) -> None:
     rng = np.random.default_rng(0)
     weight = rng.standard_normal(wshape).astype(np.float32)
     in_shape = (1, 3, 7, 10)
@@ -84,10 +101,15 @@ def test_runtime_fallback_measures_unknown_sizes(tmp_path: Path) -> None:
         helper.make_node("Conv", ["g", "w"], ["y"], name="c", strides=[2, 2]),
     ]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 3, 9, 11))],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 3, 9, 11))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [w],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    )
     path = tmp_path / "m.onnx"
     onnx.save(model, str(path))
     ir = OnnxLoader().load(path, LoadOptions())
@@ -101,13 +123,23 @@ def test_conv_inside_if_is_skipped_with_reason(tmp_path: Path) -> None:
     branch = lambda name: helper.make_graph(  # noqa: E731
         [helper.make_node("Conv", ["x", "w"], ["y"], name=name)], name, [], [out]
     )
-    node = helper.make_node("If", ["cond"], ["y"], name="branchy", then_branch=branch("then_conv"),
-                            else_branch=branch("else_conv"))
+    node = helper.make_node(
+        "If",
+        ["cond"],
+        ["y"],
+        name="branchy",
+        then_branch=branch("then_conv"),
+        else_branch=branch("else_conv"),
+    )
     graph = helper.make_graph(
-        [node], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 3, 8, 8)),
-         helper.make_tensor_value_info("cond", TensorProto.BOOL, ())],
-        [out], [w],
+        [node],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 3, 8, 8)),
+            helper.make_tensor_value_info("cond", TensorProto.BOOL, ()),
+        ],
+        [out],
+        [w],
     )
     path = tmp_path / "m.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
@@ -120,7 +152,9 @@ def test_conv_inside_if_is_skipped_with_reason(tmp_path: Path) -> None:
 
 
 def test_unnamed_nodes_get_stable_names(tmp_path: Path) -> None:
-    path = one_conv_model(tmp_path / "m.onnx", "Conv", np.ones((2, 3, 1, 1), np.float32), (1, 3, 4, 4))
+    path = one_conv_model(
+        tmp_path / "m.onnx", "Conv", np.ones((2, 3, 1, 1), np.float32), (1, 3, 4, 4)
+    )
     model = onnx.load(str(path))
     model.graph.node[0].name = ""
     onnx.save(model, str(path))

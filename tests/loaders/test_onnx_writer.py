@@ -4,6 +4,7 @@ other tensor / attribute / metadata entry is bit-identical, and the input file i
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from onnx_fixtures import Exported, Net2d, export
+from onnx_fixtures import Exported, Net2d, export, load_once, shared_export
 
 from convaudit.atomic import atomic_path
 from convaudit.errors import UnsupportedLayerError
@@ -95,7 +96,7 @@ def check_round_trip(
 
 @pytest.fixture(scope="module")
 def legacy(tmp_path_factory: pytest.TempPathFactory) -> Exported:
-    return export(Net2d(), SHAPE, tmp_path_factory.mktemp("w_legacy") / "net.onnx", dynamo=False)
+    return shared_export(Net2d, SHAPE, dynamo=False)
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +152,22 @@ def test_external_data_beside_the_input_through_atomic_path(dynamo: Exported) ->
     assert digest(folder / "net.onnx.data") == data_hash
     ort.InferenceSession(str(dest)).run(None, feeds())
     np.testing.assert_array_equal(load(dest).convs[1].kernel, ir.convs[1].kernel)
+
+
+def test_in_place_never_touches_the_input_data_file(dynamo: Exported, tmp_path: Path) -> None:
+    """--in-place on a model with external data: the input's data file keeps its bytes."""
+    model = tmp_path / "net.onnx"
+    shutil.copy(dynamo.path, model)
+    shutil.copy(dynamo.path.parent / "net.onnx.data", tmp_path / "net.onnx.data")
+    data_hash = digest(tmp_path / "net.onnx.data")
+    ir = load(model)
+    with atomic_path(model) as tmp:
+        write_kernels(ir, tmp, new_kernels(ir, [ir.convs[0].name]))
+    assert digest(tmp_path / "net.onnx.data") == data_hash
+    written = load(model)
+    assert written.convs[0].provenance.get("external") not in (None, "net.onnx.data")
+    np.testing.assert_array_equal(written.convs[1].kernel, ir.convs[1].kernel)
+    ort.InferenceSession(str(model)).run(None, feeds())
 
 
 def test_constant_nodes_round_trip(shared_models: Path, tmp_path: Path) -> None:
@@ -252,7 +269,7 @@ def test_quantised_weights_dequantise_and_refuse_writes(
 
 
 def test_computed_weights_refuse_writes(onnx_light_models: list[Path], tmp_path: Path) -> None:
-    ir = load(onnx_light_models[0])
+    ir = load_once(onnx_light_models[0])
     conv = ir.convs[0]
     with pytest.raises(UnsupportedLayerError, match="computed"):
         write_kernels(ir, tmp_path / "out.onnx", {conv.name: conv.kernel})
@@ -270,8 +287,6 @@ def test_unknown_layer_and_bad_shape(legacy: Exported, tmp_path: Path) -> None:
 
 def test_writes_through_identity(tmp_path: Path) -> None:
     """do_constant_folding=False leaves weights behind Identity nodes; they are written at the source."""
-    exported = export(
-        Net2d(), SHAPE, tmp_path / "raw.onnx", dynamo=False, do_constant_folding=False
-    )
+    exported = shared_export(Net2d, SHAPE, dynamo=False, do_constant_folding=False)
     ir = load(exported.path)
     check_round_trip(exported.path, tmp_path / "out.onnx", ir, new_kernels(ir), feeds())

@@ -397,3 +397,55 @@ def test_bn_fold_from_export_matches_torch(tmp_path: Path) -> None:
             stride=conv.stride,
         )
     assert math.isclose(float((want - got).abs().max()), 0.0, abs_tol=1e-4)
+
+
+def test_decomposed_export_reads_core_aten(tmp_path: Path) -> None:
+    """After run_decompositions(): aten.convolution, native BN + getitem, addmm with a .t() weight."""
+    model, shape, table = make("2d")
+    path = tmp_path / "dec.pt2"
+    torch.export.save(torch.export.export(model, (torch.zeros(shape),)).run_decompositions(), path)
+    ir = load(path)
+    ops = {n.op.split(".")[1] for n in ir.graph.nodes if n.kind in ("conv", "dense", "batchnorm")}
+    assert {"convolution", "addmm", "_native_batch_norm_legit_no_training"} <= ops
+    assert ir.layer("stem").bn is not None
+    np.testing.assert_array_equal(ir.layer("head").weight, model.head.weight.detach().numpy())
+    for name in ("dw", "grouped", "up"):  # circular / reflect pads decompose into indexing ops
+        key = table[name]
+        layer = ir.layer(name)
+        assert (layer.stride, layer.dilation, layer.groups, layer.transposed) == (GEOMETRY[key][0], GEOMETRY[key][1], GEOMETRY[key][3], GEOMETRY[key][5])
+
+
+def test_dynamic_export_needs_and_takes_input_shape(tmp_path: Path) -> None:
+    model, _, table = make("2d")
+    dims = {"x": {0: torch.export.Dim("b", max=8), 2: 8 * torch.export.Dim("h", min=1, max=8), 3: 8 * torch.export.Dim("w", min=1, max=8)}}
+    ep = torch.export.export(model, (torch.zeros(2, 3, 16, 16),), dynamic_shapes=dims)
+    path = tmp_path / "dyn.pt2"
+    torch.export.save(ep, path)
+    ir = load(path)
+    assert all(c.input_size is None for c in ir.convs) and any("dynamic" in n for n in ir.notes)
+    shape = (1, 3, 24, 32)
+    assert_geometry(load(path, input_shapes={"": shape}), model, shape, table, sizes=True)
+
+
+class Branchy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(1, 2, 3, padding=1)
+        self.b = nn.Conv2d(2, 2, 3, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x)
+        if bool(y.sum() > 0):
+            y = self.b(y)
+        return y
+
+
+def test_scripted_control_flow_is_an_unknown_node_and_keeps_its_convs(tmp_path: Path) -> None:
+    torch.jit.save(torch.jit.script(Branchy()), tmp_path / "b.pt")
+    ir = load(tmp_path / "b.pt")
+    assert [c.name for c in ir.convs] == ["a", "b"]
+    assert ir.layer("b").stride == (2, 2) and any("control flow" in n for n in ir.layer("b").notes)
+    branch = next(n for n in ir.graph.nodes if n.op == "prim::If")
+    assert branch.kind == "unknown" and branch.outputs == ir.graph.outputs
+    conv_a = next(n for n in ir.graph.nodes if n.attrs.get("layer") == "a")
+    assert conv_a.outputs[0] in branch.inputs  # the branch reads a's output
