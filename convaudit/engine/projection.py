@@ -122,18 +122,23 @@ class _Torus:
         return best
 
     def clip(self, torus: torch.Tensor, bound: float) -> tuple[torch.Tensor, float]:
-        """Exact projection onto the ball among grid-sized kernels; also returns σ_max before."""
+        """Exact projection onto the ball among grid-sized kernels; also returns σ_max before.
+
+        Singular values first (cheap), then full SVDs only of the blocks above the bound."""
         blocks = self.blocks(torus)
         flat = self._flat(blocks)
-        out = torch.empty_like(flat)
-        sigma = 0.0
-        for start, part in zip(range(0, flat.shape[0], self._step(flat)), self._chunks(flat), strict=True):
-            u, s, vh = torch.linalg.svd(part, full_matrices=False)
-            sigma = max(sigma, float(s[..., 0].max()))
-            out[start : start + part.shape[0]] = (u * s.clamp(max=bound).to(u.dtype)[..., None, :]) @ vh
+        top = torch.cat([torch.linalg.svdvals(part)[..., 0] for part in self._chunks(flat)])
+        sigma = float(top.max())
+        over = torch.nonzero(top > bound).flatten()
+        if over.numel():
+            out = flat.clone()
+            for idx in torch.split(over, self._step(flat)):
+                u, s, vh = torch.linalg.svd(flat[idx], full_matrices=False)
+                out[idx] = (u * s.clamp(max=bound).to(u.dtype)[..., None, :]) @ vh
+            flat = out
         g = self.geometry
         clipped = blocks_to_torus(
-            out.reshape(blocks.shape), g.grid, stride=g.stride, c_in_g=self.c_in_g, half=self.half
+            flat.reshape(blocks.shape), g.grid, stride=g.stride, c_in_g=self.c_in_g, half=self.half
         )
         return clipped.to(torus.dtype), sigma
 

@@ -25,6 +25,8 @@ class EngineOptions:
     #: relative tolerance for iterative sigma_max (Lanczos / power / Gram)
     tol: float = 1e-6
     progress: ProgressCallback | None = None
+    #: CPU worker threads for batched decompositions (None: one per core)
+    threads: int | None = None
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,10 @@ import numpy as np
 from convaudit.errors import ModelFileError
 from convaudit.ir import ModelIR
 from convaudit.loaders import keras_h5 as kh5
+from convaudit.loaders import keras_tree as ktree
 from convaudit.loaders.interface import Loader, LoadOptions
 from convaudit.loaders.keras_build import NO_CONFIG_NOTE, build_with_config, build_without_config
-from convaudit.loaders.keras_config import parse_model_config
+from convaudit.loaders.keras_config import KModel, UnsupportedModelConfig, parse_model_config
 from convaudit.loaders.keras_layers import Context
 from convaudit.loaders.safety import check_zip
 
@@ -45,11 +46,17 @@ def _is_hdf5(head: bytes) -> bool:
 
 @dataclass
 class _Opened:
+    path: Path
     h5: h5py.File
     available: int  # bytes really present behind the HDF5 image
     config: bytes | str | None
     container: str  # "h5" or "keras-zip"
     version: str
+
+    @property
+    def where(self) -> str:
+        """The file (and archive member) named in error messages."""
+        return f"{self.path}" + (f" ({WEIGHTS_MEMBER})" if self.container == "keras-zip" else "")
 
 
 @contextlib.contextmanager
@@ -67,7 +74,7 @@ def open_keras(path: Path) -> Iterator[_Opened]:
         with h5:
             config = h5.attrs.get("model_config")
             version = kh5.text(h5.attrs.get("keras_version", "?"))
-            yield _Opened(h5, path.stat().st_size, config, "h5", version)
+            yield _Opened(path, h5, path.stat().st_size, config, "h5", version)
         return
     try:
         zf = zipfile.ZipFile(path)
@@ -97,7 +104,7 @@ def open_keras(path: Path) -> Iterator[_Opened]:
             f"cannot read {path}: {WEIGHTS_MEMBER} is not a valid HDF5 file ({exc})"
         ) from None
     with h5:
-        yield _Opened(h5, len(data), config, "keras-zip", _meta_version(meta))
+        yield _Opened(path, h5, len(data), config, "keras-zip", _meta_version(meta))
 
 
 def _meta_version(meta: bytes) -> str:
@@ -130,7 +137,7 @@ class KerasLoader(Loader):
             return self._load(path, opened, options)
 
     def _load(self, path: Path, o: _Opened, options: LoadOptions) -> ModelIR:
-        where = f"{path}" + (f" ({WEIGHTS_MEMBER})" if o.container == "keras-zip" else "")
+        where = o.where
         extra = (("container", o.container),)
 
         def meta(p: str) -> tuple[tuple[int, ...], str]:
@@ -145,43 +152,18 @@ class KerasLoader(Loader):
             provenance_extra=extra,
         )
         try:
-            if o.config is not None:
-                model = parse_model_config(o.config)
-                legacy = kh5.legacy_root(o.h5)
-                if legacy is not None:
-                    weights, problems = kh5.legacy_with_config(legacy, model)
-                    flavour = "legacy full-model HDF5"
-                elif kh5.is_object_tree(o.h5):
-                    weights, problems = kh5.tree_with_config(o.h5, model)
-                    flavour = "Keras 3 .keras archive"
-                else:
-                    raise ModelFileError(
-                        f"cannot read {where}: the model config comes without weights"
-                    )
-                layers, skipped, inputs, graph, notes = build_with_config(
-                    model, weights, ctx, options.input_shapes
-                )
-                notes = [f"{flavour} (Keras {o.version})", *problems, *notes]
+            model = parse_model_config(o.config) if o.config is not None else None
+        except UnsupportedModelConfig as exc:
+            model, subclassed = None, exc.message
+        else:
+            subclassed = ""
+        try:
+            if model is not None:
+                layers, skipped, inputs, graph, notes = self._with_config(o, model, ctx, options)
             else:
-                legacy = kh5.legacy_root(o.h5)
-                if legacy is not None:
-                    weights = kh5.legacy_without_config(legacy)
-                    flavour = "legacy weights-only HDF5"
-                elif kh5.is_object_tree(o.h5):
-                    weights = {
-                        "/".join(p): kh5.LayerWeights("/".join(p), tuple(("", v) for v in vs), key)
-                        for p, key, vs in kh5.tree_layers(o.h5)
-                        if vs
-                    }
-                    flavour = "Keras 3 .weights.h5"
-                else:
-                    raise ModelFileError(
-                        f"cannot read {where}: HDF5 file without Keras structure",
-                        hint="convaudit reads Keras .h5/.hdf5 models, .keras archives and .weights.h5 files",
-                    )
-                layers, skipped = build_without_config(weights, ctx)
+                layers, skipped, notes = self._without_config(o, ctx)
                 inputs, graph = {}, None
-                notes = [f"{flavour}: weights only, no model config", NO_CONFIG_NOTE]
+                notes = [subclassed, *notes] if subclassed else notes
         except (KeyError, ValueError, TypeError, OSError) as exc:
             raise ModelFileError(
                 f"cannot read {where}: malformed Keras file ({type(exc).__name__}: {exc})"
@@ -195,6 +177,43 @@ class KerasLoader(Loader):
             graph=graph,
             notes=tuple(notes),
         )
+
+    @staticmethod
+    def _with_config(o: _Opened, model: KModel, ctx: Context, options: LoadOptions):
+        legacy = kh5.legacy_root(o.h5)
+        if legacy is not None:
+            weights, problems = kh5.legacy_with_config(legacy, model)
+            flavour = "legacy full-model HDF5"
+        elif ktree.is_object_tree(o.h5):
+            weights, problems = ktree.tree_with_config(o.h5, model)
+            flavour = "Keras 3 .keras archive"
+        else:
+            raise ModelFileError(f"cannot read {o.where}: the model config comes without weights")
+        layers, skipped, inputs, graph, notes = build_with_config(
+            model, weights, ctx, options.input_shapes
+        )
+        return layers, skipped, inputs, graph, [f"{flavour} (Keras {o.version})", *problems, *notes]
+
+    @staticmethod
+    def _without_config(o: _Opened, ctx: Context):
+        legacy = kh5.legacy_root(o.h5)
+        if legacy is not None:
+            weights = kh5.legacy_without_config(legacy)
+            flavour = "legacy weights-only HDF5"
+        elif ktree.is_object_tree(o.h5):
+            weights = {
+                "/".join(p): kh5.LayerWeights("/".join(p), tuple(("", v) for v in vs), key)
+                for p, key, vs in ktree.tree_layers(o.h5)
+                if vs
+            }
+            flavour = "Keras 3 object tree"
+        else:
+            raise ModelFileError(
+                f"cannot read {o.where}: HDF5 file without Keras structure",
+                hint="convaudit reads Keras .h5/.hdf5 models, .keras archives and .weights.h5 files",
+            )
+        layers, skipped = build_without_config(weights, ctx)
+        return layers, skipped, [f"{flavour}: weights only, no usable model config", NO_CONFIG_NOTE]
 
     def write_kernels(self, ir: ModelIR, dest: Path, updates: Mapping[str, np.ndarray]) -> None:
         from convaudit.loaders.keras_writer import write_kernels

@@ -11,9 +11,10 @@ from convaudit.errors import InputShapeError
 from convaudit.ir import ConvLayer, DenseLayer, Graph, Layer, SkippedLayer
 from convaudit.loaders.keras_config import KLayer, KModel, Shape
 from convaudit.loaders.keras_graph import build_graph
-from convaudit.loaders.keras_h5 import CONV_CLASSES, LayerWeights, class_key_to_name, roles_by_order
+from convaudit.loaders.keras_h5 import CONV_CLASSES, LayerWeights, roles_by_order
 from convaudit.loaders.keras_layers import Context, build_bn, build_conv, build_dense
 from convaudit.loaders.keras_shapes import channels_first, nd_of, propagate, spatial
+from convaudit.loaders.keras_tree import class_key_to_name
 
 QUANTIZED = "quantised (integer) kernel: dequantisation of Keras int8/int4 layers is not supported"
 NO_CONFIG_NOTE = "weights-only file: no config, so stride 1, dilation 1, no padding assumed and input size unknown"
@@ -178,20 +179,16 @@ def build_without_config(
     skipped: list[SkippedLayer] = []
     for name, w in weights.items():
         cls = class_key_to_name(w.class_key) if w.class_key else ""
-        if w.class_key:  # object tree: roles follow from the class
+        if cls:  # object tree keyed by class: roles follow from the class
             bias = {"use_bias": len(w.slots) > (2 if cls.startswith("SeparableConv") else 1)}
+            roles = roles_by_order(cls, bias, len(w.slots))
             w = LayerWeights(
-                name,
-                tuple(
-                    zip(
-                        roles_by_order(cls, bias, len(w.slots)),
-                        (p for _, p in w.slots),
-                        strict=True,
-                    )
-                ),
-                w.class_key,
+                name, tuple(zip(roles, (p for _, p in w.slots), strict=True)), w.class_key
             )
         else:
+            if w.class_key and len(w.slots) <= 2:  # a subclassed model's attribute: kernel, bias
+                roles = ["kernel", "bias"][: len(w.slots)]
+                w = LayerWeights(name, tuple(zip(roles, (p for _, p in w.slots), strict=True)))
             first = w.path("kernel") or w.path("depthwise_kernel")
             cls = infer_class(w, ctx.ndim(first)) if first else ""
         kernels = [p for r, p in w.slots if r.endswith("kernel")]
@@ -199,7 +196,7 @@ def build_without_config(
             skipped.append(SkippedLayer(name, QUANTIZED, cls))
         elif cls in CONV_CLASSES:
             notes: tuple[str, ...] = (NO_CONFIG_NOTE,)
-            if not w.class_key:
+            if not class_key_to_name(w.class_key):
                 notes += (f"read as {cls}: the class is guessed from weight and layer names",)
             if cls.startswith("Depthwise") and w.path("kernel"):
                 w = LayerWeights(

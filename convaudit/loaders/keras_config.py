@@ -68,6 +68,10 @@ class KModel:
         return [c for c in self.calls if tensor in c.inputs]
 
 
+class UnsupportedModelConfig(ModelFileError):
+    """The config describes a subclassed model: no layer graph to read."""
+
+
 def _tensor(prefix: tuple[str, ...], layer: str, node: int, index: int) -> str:
     name = "/".join((*prefix, layer))
     return name + (f"@{node}" if node else "") + (f":{index}" if index else "")
@@ -267,14 +271,21 @@ def parse_model_config(raw: str | bytes | Mapping[str, Any]) -> KModel:
         doc = json.loads(raw) if isinstance(raw, (str, bytes)) else raw
         class_name = str(doc.get("class_name"))
         config = doc.get("config")
-        if class_name not in MODEL_CLASSES or config is None:
-            raise ValueError(
-                f"the top-level object is a {class_name!r}, not a Sequential or Functional model"
+        if (
+            class_name not in MODEL_CLASSES
+            or not isinstance(config, (list, Mapping))
+            or (isinstance(config, Mapping) and "layers" not in config)
+        ):
+            raise UnsupportedModelConfig(
+                f"the config describes a {class_name} (a subclassed model), not a Sequential or "
+                "Functional layer graph: geometry cannot be read from it"
             )
         name = config.get("name", "model") if isinstance(config, Mapping) else "sequential"
         model = KModel(name=name)
         flat = _Flattener(model)
         inputs, outputs = flat.model(class_name, config, (), (), None)
+    except UnsupportedModelConfig:
+        raise
     except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
         raise ModelFileError(
             f"the Keras model config cannot be parsed: {exc}",

@@ -5,17 +5,14 @@ Two layouts exist:
   attribute; each layer group's ``weight_names`` attribute lists its datasets, relative to the
   layer group. Names may be fixed-length bytes with a ``:0`` suffix, and the inner group names
   may differ from the layer names, so datasets are always reached through ``weight_names``.
-- Keras 3 object tree (``model.weights.h5`` inside ``.keras``, ``.weights.h5``): each layer is a
-  group ``.../layers/<class_key>`` whose ``vars`` subgroup holds datasets ``0, 1, ...`` and whose
-  ``name`` attribute is the layer's name; nested models repeat ``layers/`` below.
+- the Keras 3 object tree (``.keras``, ``.weights.h5``): see keras_tree.
 
 Both produce ``LayerWeights``: layer name -> ordered (role, dataset path) pairs.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import h5py
@@ -61,6 +58,13 @@ class LayerWeights:
 
     def path(self, role: str) -> str | None:
         return next((p for r, p in self.slots if r == role), None)
+
+    def need(self, role: str) -> str:
+        """The dataset path of a weight the layer must have."""
+        found = self.path(role)
+        if found is None:
+            raise ModelFileError(f"layer {self.name} has no {role} weight in the file")
+        return found
 
 
 def text(value: object) -> str:
@@ -219,105 +223,3 @@ def legacy_without_config(root: h5py.Group) -> dict[str, LayerWeights]:
                 name, tuple(zip(roles, [paths[i] for i in idx], strict=True))
             )
     return found
-
-
-# --- Keras 3 object tree ------------------------------------------------------------------------
-
-
-def is_object_tree(f: h5py.File) -> bool:
-    return isinstance(f.get("layers"), h5py.Group) or isinstance(
-        f.get("_layer_checkpoint_dependencies"), h5py.Group
-    )
-
-
-def _vars(group: h5py.Group) -> list[str]:
-    v = group.get("vars")
-    if not isinstance(v, h5py.Group):
-        return []
-    keys = sorted((k for k in v if k.isdigit()), key=int)
-    return [f"{v.name}/{k}" for k in keys]
-
-
-def tree_layers(
-    f: h5py.File,
-    base: str = "layers",
-    prefix: tuple[str, ...] = (),
-    fallback: Callable[[tuple[str, ...], str], str | None] | None = None,
-) -> list[tuple[tuple[str, ...], str, list[str]]]:
-    """(name path, class key, variable paths) for every layer group of the object tree.
-
-    The name is the ``vars`` group's ``name`` attribute; files from Keras versions that did not
-    write it are matched through ``fallback(prefix, key)``.
-    """
-    out: list[tuple[tuple[str, ...], str, list[str]]] = []
-    group = f.get(base)
-    if not isinstance(group, h5py.Group):
-        return out
-    for key in group:
-        sub = group[key]
-        if not isinstance(sub, h5py.Group):
-            continue
-        vars_group = sub.get("vars")
-        named = isinstance(vars_group, h5py.Group) and "name" in vars_group.attrs
-        name = (
-            text(vars_group.attrs["name"]) if named else (fallback and fallback(prefix, key)) or key
-        )
-        out.append(((*prefix, name), key, _vars(sub)))
-        if isinstance(sub.get("layers"), h5py.Group):
-            out.extend(tree_layers(f, f"{base}/{key}/layers", (*prefix, name), fallback))
-    return out
-
-
-def to_snake_case(name: str) -> str:
-    """keras.src.utils.naming.to_snake_case: how Keras names a layer's group in the tree."""
-    name = re.sub(r"\W+", "", name)
-    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
-
-
-def tree_keys(model: KModel, lpath: tuple[str, ...]) -> dict[str, str]:
-    """Object-tree key -> layer name for one container, as Keras' saving_lib assigns them."""
-    used: dict[str, int] = {}
-    keys: dict[str, str] = {}
-    sequential = model.container_class.get(lpath) == "Sequential"
-    for raw in model.children.get(lpath, ()):
-        layer = model.layers["/".join((*lpath, raw))]
-        if sequential and layer.class_name == "InputLayer":
-            continue  # a Sequential model does not save its InputLayer
-        key = to_snake_case(layer.class_name)
-        if key in used:
-            used[key] += 1
-            key = f"{key}_{used[key]}"
-        else:
-            used[key] = 0
-        keys[key] = raw
-    return keys
-
-
-def class_key_to_name(key: str) -> str:
-    """``conv2d_transpose_3`` -> ``Conv2DTranspose`` for the classes convaudit reads."""
-    return {to_snake_case(c): c for c in TREE_CLASSES}.get(re.sub(r"_\d+$", "", key), "")
-
-
-def tree_with_config(f: h5py.File, model: KModel) -> tuple[dict[str, LayerWeights], list[str]]:
-    """Match object-tree groups to config layers by their ``name`` attribute."""
-    found: dict[str, LayerWeights] = {}
-    problems: list[str] = []
-    cache: dict[tuple[str, ...], dict[str, str]] = {}
-
-    def fallback(prefix: tuple[str, ...], key: str) -> str | None:
-        if prefix not in cache:
-            cache[prefix] = tree_keys(model, prefix)
-        return cache[prefix].get(key)
-
-    for path, key, paths in tree_layers(f, fallback=fallback):
-        name = "/".join(path)
-        layer = model.layers.get(name)
-        if not paths:
-            continue
-        if layer is None:
-            problems.append(f"weights of {name!r} ({key}) match no layer of the config")
-            continue
-        roles = roles_by_order(layer.class_name, layer.config, len(paths))
-        found[name] = LayerWeights(name, tuple(zip(roles, paths, strict=True)), key)
-    return found, problems

@@ -94,7 +94,8 @@ def transpose_padding(
         op = None if output_padding is None else output_padding[ax]
         n = size[ax] if size is not None else _UNKNOWN
         out = deconv_length(n, k[ax], s[ax], d[ax], spec, op)
-        assert out is not None
+        if out is None:
+            raise ValueError("transposed conv output size")
         full = (n - 1) * s[ax] + d[ax] * (k[ax] - 1) + 1
         p = same_padding((out,), (k[ax],), (s[ax],), (d[ax],))[0] if spec == "same" else (0, 0)
         pads.append(p)
@@ -143,8 +144,7 @@ def build_conv(
 ) -> list[ConvLayer]:
     """The operators of one Keras conv layer (two for SeparableConv: depthwise, pointwise)."""
     nd = nd_of(class_name)
-    first = weights.path("kernel") or weights.path("depthwise_kernel")
-    assert first is not None
+    first = weights.path("kernel") or weights.need("depthwise_kernel")
     k = ctx.meta(first)[0][:nd]  # the stored kernel, whatever the config says
     s, d = tup(cfg.get("strides", 1), nd), tup(cfg.get("dilation_rate", 1), nd)
     spec = str(cfg.get("padding", "valid")).lower()
@@ -153,8 +153,7 @@ def build_conv(
     common: dict[str, Any] = {"stride": s, "dilation": d, "input_size": input_size, "notes": notes}
 
     if class_name.startswith(("DepthwiseConv", "SeparableConv")):
-        path = weights.path("depthwise_kernel")
-        assert path is not None
+        path = weights.need("depthwise_kernel")
         raw = ctx.read(path)
         pads, pspec = forward_padding(spec, input_size, k, s, d)
         depthwise = ConvLayer(
@@ -170,8 +169,7 @@ def build_conv(
         )
         if class_name.startswith("Depthwise"):
             return [depthwise]
-        point_path = weights.path("pointwise_kernel")
-        assert point_path is not None
+        point_path = weights.need("pointwise_kernel")
         praw = ctx.read(point_path)
         pointwise = ConvLayer(
             name=f"{name}/pointwise",
@@ -188,8 +186,7 @@ def build_conv(
         )
         return [depthwise, pointwise]
 
-    path = weights.path("kernel")
-    assert path is not None
+    path = weights.need("kernel")
     raw = ctx.read(path)
     if "Transpose" in class_name:
         ops = cfg.get("output_padding")
@@ -226,8 +223,7 @@ def build_conv(
 def build_dense(
     name: str, weights: LayerWeights, ctx: Context, notes: tuple[str, ...] = ()
 ) -> DenseLayer:
-    path = weights.path("kernel")
-    assert path is not None
+    path = weights.need("kernel")
     raw = ctx.read(path)
     bias_path = weights.path("bias")
     return DenseLayer(
@@ -243,8 +239,7 @@ def build_bn(
     name: str, cfg: Mapping[str, Any], weights: LayerWeights, ctx: Context
 ) -> BatchNormParams:
     """Eval-mode BN; a layer built with scale=False / center=False has no gamma / beta."""
-    mean_path, var_path = weights.path("moving_mean"), weights.path("moving_variance")
-    assert mean_path is not None and var_path is not None
+    mean_path, var_path = weights.need("moving_mean"), weights.need("moving_variance")
     mean = _float(ctx.read(mean_path)).astype(np.float64)
     var = _float(ctx.read(var_path)).astype(np.float64)
     gamma_path, beta_path = weights.path("gamma"), weights.path("beta")

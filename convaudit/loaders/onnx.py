@@ -4,13 +4,24 @@ kernels back where they came from.
 
 The work is split by concern:
 
-- ``onnx_model``: safe parsing, opset checks, external data, topological order;
+- ``onnx_model``: safe parsing, opset checks, external data (kept inside the model's folder,
+  sizes checked before reading); ``onnx_topology``: dependency order, cycles, dangling inputs;
 - ``onnx_shapes``: dynamic input dims, shape inference, the onnxruntime fallback;
 - ``onnx_weights``: constant resolution (initializers, Constant nodes, Identity/Cast,
   DequantizeLinear, folded constant subgraphs) and where each value is stored;
-- ``onnx_layers``: nodes -> ConvLayer / DenseLayer / SkippedLayer, BatchNorm attachment;
-- ``onnx_graph``: the ir.Graph (its attribute vocabulary is documented there);
+- ``onnx_layers`` (+ ``onnx_padding``, ``onnx_dense``, ``onnx_nodes``): nodes -> ConvLayer /
+  DenseLayer / SkippedLayer, BatchNorm attachment;
+- ``onnx_graph`` (+ ``onnx_graph_ops``, ``onnx_patterns``, ``onnx_resize``): the ir.Graph for
+  the whole-network bound (its attribute vocabulary is documented in ``onnx_graph``);
 - ``onnx_writer``: kernels back into initializers, Constant nodes or a new external data file.
+
+Provenance (``ConvLayer.provenance`` / ``DenseLayer.provenance``): ``locator`` is the
+initializer name or the Constant node's output name that holds the weight (behind any
+Identity / Cast); ``dtype`` its stored dtype; ``layout`` "oihw" (conv, stored as the IR kernel),
+"oi" or "io" (dense: stored as (out, in) or transposed); ``extra`` has ``source``
+(initializer / constant / computed / quantized), ``op``, ``external`` (the data file) when
+stored outside the model, ``alpha`` for a Gemm with alpha != 1, and ``read_only`` (the reason)
+when the writer cannot put a float kernel there.
 
 Layer names are the node names, or ``<op>_<index in graph.node>`` when a node has none.
 """
@@ -27,16 +38,27 @@ from convaudit.ir import ConvLayer, ModelIR
 from convaudit.loaders.interface import Loader, LoadOptions
 from convaudit.loaders.onnx_graph import build_graph
 from convaudit.loaders.onnx_layers import CONV_OPS, Extracted, LayerExtractor
-from convaudit.loaders.onnx_model import OnnxFile, node_inputs, read_onnx, topological_order
+from convaudit.loaders.onnx_model import OnnxFile, read_onnx
 from convaudit.loaders.onnx_shapes import fix_input_shapes, infer_shapes, runtime_shapes
+from convaudit.loaders.onnx_topology import node_inputs, topological_order
 from convaudit.loaders.onnx_weights import ConstantResolver
 
 # Magic numbers of formats that are never ONNX, whatever the suffix says.
 _FOREIGN_MAGIC = (b"\x89HDF\r\n\x1a\n", b"PK\x03\x04", b"PK\x05\x06")
 # ModelProto field number -> wire type (0 varint, 2 length-delimited)
 _MODEL_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2}
-# ops whose input tensor size the graph needs (conv geometry, pooling, resize factors)
-_SIZED_OPS = (*CONV_OPS, "Resize", "Upsample", "MaxPool", "AveragePool")
+# ops whose input tensor size the layers and the graph need (conv geometry, pooling, resize)
+_SIZED_OPS = (
+    *CONV_OPS,
+    "Resize",
+    "Upsample",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "ReduceMean",
+    "ReduceMax",
+)
 
 
 def looks_like_onnx(head: bytes) -> bool:

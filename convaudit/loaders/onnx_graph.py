@@ -9,13 +9,16 @@ only the data inputs. An ``add`` with one data input is a shift (L unchanged).
 Kinds and attributes emitted (``GraphNode.op`` keeps the ONNX op, or ``"pattern:<ops>"`` for a
 fused activation):
 
-- ``conv`` / ``dense``: ``layer`` = the layer name in ModelIR.layers.
+- ``conv`` / ``dense``: ``layer`` = the layer name in ModelIR.layers. onnxruntime's FusedConv
+  becomes a ``conv`` node (output ``<out>/conv``), an ``add`` when it sums a Z input, then its
+  ``activation``.
 - ``batchnorm``: ``folded_into`` = conv name (that ConvLayer has the BN in ``bn``), or
   ``scale`` = float64 array gamma / sqrt(var + eps) per channel.
 - ``activation``: ``fn`` in relu, leaky_relu (``alpha``), prelu (``slope`` array), sigmoid,
   tanh, gelu (``approximate``: "none"/"tanh"), silu, mish, hardswish, hardsigmoid (``alpha``,
   ``beta``), elu (``alpha``), selu (``alpha``, ``gamma``), celu (``alpha``), softplus, softsign,
-  clip (``min``, ``max``, None when absent), softmax / log_softmax (``axis``), abs.
+  clip (``min``, ``max``, None when absent or not a scalar; also Max / Min with a constant),
+  softmax / log_softmax (``axis``), abs.
   silu, mish, gelu and hardswish are also recognised in their decomposed forms
   (x*Sigmoid(x), x*Tanh(Softplus(x)), the erf form of GELU, x*HardSigmoid(x) and
   x*Clip(x+3, 0, 6)/6).
@@ -40,26 +43,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from convaudit.ir import Graph, GraphNode
-from convaudit.loaders.onnx_graph_ops import NodeClassifier
+from convaudit.loaders.onnx_graph_ops import NodeClassifier, expand_fused_conv
 from convaudit.loaders.onnx_layers import Extracted
-from convaudit.loaders.onnx_model import OnnxFile, node_inputs
+from convaudit.loaders.onnx_model import OnnxFile
 from convaudit.loaders.onnx_nodes import layer_name
 from convaudit.loaders.onnx_patterns import find_patterns
 from convaudit.loaders.onnx_shapes import real_inputs
-from convaudit.loaders.onnx_weights import ConstantResolver
+from convaudit.loaders.onnx_topology import node_inputs
+from convaudit.loaders.onnx_weights import RANDOM_OPS, ConstantResolver
 
 #: ops whose output is a constant once the input shapes are fixed
 _SHAPE_OPS = frozenset({"Shape", "Size"})
-_RANDOM = frozenset(
-    {
-        "RandomNormal",
-        "RandomUniform",
-        "RandomNormalLike",
-        "RandomUniformLike",
-        "Multinomial",
-        "Bernoulli",
-    }
-)
 
 Shapes = Mapping[str, tuple[int | None, ...]]
 
@@ -71,7 +65,7 @@ def static_tensors(onnx_file: OnnxFile, order: list[int]) -> set[str]:
     static -= {i.name for i in real_inputs(graph)}
     for idx in order:
         node = graph.node[idx]
-        if node.op_type in _RANDOM:
+        if node.op_type in RANDOM_OPS:
             continue
         if node.op_type in _SHAPE_OPS or all(i in static for i in node_inputs(node)):
             static.update(node.output)
@@ -97,8 +91,14 @@ def build_graph(
         if idx in fused:
             nodes.append(fused[idx])
             continue
+        if node.op_type == "FusedConv" and idx in extracted.node_layer:
+            nodes.extend(expand_fused_conv(node, extracted.node_layer[idx], static))
+            continue
         data_in = tuple(dict.fromkeys(i for i in node_inputs(node) if i not in static))
-        kind, extra = classify(idx, node, data_in)
+        try:
+            kind, extra = classify(idx, node, data_in)
+        except (TypeError, ValueError, KeyError, IndexError) as exc:  # malformed attributes
+            kind, extra = "unknown", {"reason": f"malformed attributes ({exc})"}
         outputs = tuple(o for o in node.output if o)
         if node.op_type in ("Dropout", "MaxPool", "BatchNormalization"):
             outputs = outputs[:1]  # mask / indices / training statistics carry no signal

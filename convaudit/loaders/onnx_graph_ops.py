@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import onnx
 
-from convaudit.ir import same_padding
+from convaudit.ir import GraphNode, same_padding
 from convaudit.loaders.onnx_layers import CONV_OPS, DENSE_OPS, Extracted
 from convaudit.loaders.onnx_model import OnnxFile
-from convaudit.loaders.onnx_nodes import attrs
+from convaudit.loaders.onnx_nodes import attrs, text
 from convaudit.loaders.onnx_resize import resize_factor
 from convaudit.loaders.onnx_weights import ConstantResolver
 
@@ -97,7 +97,7 @@ class NodeClassifier:
             return "activation", {"fn": fn, **{k: float(a.get(k, v)) for k, v in defaults.items()}}
         if op == "Gelu":
             approximate = a.get("approximate", b"none")
-            return "activation", {"fn": "gelu", "approximate": _text(approximate)}
+            return "activation", {"fn": "gelu", "approximate": text(approximate)}
         if op in ("Softmax", "LogSoftmax"):
             axis = int(a.get("axis", -1 if self.file.opset() >= 13 else 1))
             return "activation", {
@@ -111,6 +111,17 @@ class NodeClassifier:
             return "activation", {"fn": "prelu", "slope": np.asarray(slope, np.float64)}
         if op == "Clip":
             return self._clip(node, a)
+        if op in ("Max", "Min") and len(data_in) == 1 and self._same_shapes(node, data_in):
+            # max(x, c) / min(x, c) with a constant c: a clip, 1-Lipschitz elementwise
+            c = next(
+                (self._const(node, i) for i, n in enumerate(node.input) if n not in data_in), None
+            )
+            value = float(c.ravel()[0]) if c is not None and c.size == 1 else None
+            return "activation", {
+                "fn": "clip",
+                "min": value if op == "Max" else None,
+                "max": value if op == "Min" else None,
+            }
         if op in ("Add", "Sum", "Sub"):
             if not self._same_shapes(node, data_in):
                 return "unknown", {"reason": f"{op} broadcasts an input to a larger shape"}
@@ -212,7 +223,7 @@ class NodeClassifier:
         shape = self.shapes.get(node.input[0])
         size = tuple(shape[2:]) if shape is not None and len(shape) == nd + 2 else None
         known = size if size is not None and all(d is not None for d in size) else None
-        auto_pad = _text(a.get("auto_pad", b"NOTSET"))
+        auto_pad = text(a.get("auto_pad", b"NOTSET"))
         if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
             if known is None:
                 return "unknown", {"reason": "SAME-padded pooling with an unknown input size"}
@@ -261,7 +272,7 @@ class NodeClassifier:
         return tuple(int(d) for d in shape[2:] if d is not None)
 
     def _pad(self, node: onnx.NodeProto, a: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        if _text(a.get("mode", b"constant")) != "constant":
+        if text(a.get("mode", b"constant")) != "constant":
             return "unknown", {"reason": "reflect/edge padding copies values"}
         value = a.get("value", 0.0)
         if len(node.input) > 2 and node.input[2]:
@@ -276,5 +287,46 @@ class NodeClassifier:
         return "identity", {}  # zero-extension (negative pads crop: still a selection)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+_FUSED_ACTIVATIONS = {
+    "Relu": ("relu", ()),
+    "Tanh": ("tanh", ()),
+    "Sigmoid": ("sigmoid", ()),
+    "LeakyRelu": ("leaky_relu", ("alpha",)),
+    "Clip": ("clip", ("min", "max")),
+    "HardSigmoid": ("hardsigmoid", ("alpha", "beta")),
+}
+
+
+def expand_fused_conv(node: onnx.NodeProto, layer: str, static: set[str]) -> list[GraphNode]:
+    """onnxruntime's FusedConv = activation(conv(X, W, B) + Z) as conv [-> add] -> activation."""
+    a = attrs(node)
+    out = node.output[0]
+    conv_out = f"{out}/conv"
+    nodes = [
+        GraphNode(
+            node.name or layer, "conv", "FusedConv", (node.input[0],), (conv_out,), {"layer": layer}
+        )
+    ]
+    last = conv_out
+    if len(node.input) > 3 and node.input[3] and node.input[3] not in static:
+        nodes.append(
+            GraphNode(
+                f"{layer}/add", "add", "FusedConv", (last, node.input[3]), (f"{out}/sum",), {}
+            )
+        )
+        last = f"{out}/sum"
+    fn, names = _FUSED_ACTIVATIONS.get(text(a.get("activation", "")), ("", ()))
+    if not fn:
+        extra: dict[str, Any] = {
+            "reason": f"FusedConv activation {text(a.get('activation', ''))!r}"
+        }
+        nodes.append(
+            GraphNode(f"{layer}/activation", "unknown", "FusedConv", (last,), (out,), extra)
+        )
+        return nodes
+    params = [float(p) for p in a.get("activation_params", [])]
+    extra = {"fn": fn, **{k: v for k, v in zip(names, params, strict=False)}}
+    nodes.append(
+        GraphNode(f"{layer}/activation", "activation", "FusedConv", (last,), (out,), extra)
+    )
+    return nodes

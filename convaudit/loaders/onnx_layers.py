@@ -11,22 +11,17 @@ import numpy as np
 import onnx
 
 from convaudit.errors import InputShapeError, ModelFileError
-from convaudit.ir import (
-    BatchNormParams,
-    ConvLayer,
-    Layer,
-    SkippedLayer,
-)
+from convaudit.ir import BatchNormParams, ConvLayer, Layer, SkippedLayer
 from convaudit.loaders.onnx_dense import QUANTISED_DENSE_OPS, dense_layer, quantised_dense
-from convaudit.loaders.onnx_nodes import as_float, attrs, layer_name, provenance
+from convaudit.loaders.onnx_nodes import as_float, attrs, layer_name, provenance, text
 from convaudit.loaders.onnx_padding import conv_padding
 from convaudit.loaders.onnx_weights import ConstantResolver, Resolved, Source
 
-CONV_OPS = ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger")
+CONV_OPS = ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger", "FusedConv")
 DENSE_OPS = ("Gemm", "MatMul")
 # where the weight / bias sit in each conv op's inputs
-_WEIGHT_INDEX = {"Conv": 1, "ConvTranspose": 1, "QLinearConv": 3, "ConvInteger": 1}
-_BIAS_INDEX = {"Conv": 2, "ConvTranspose": 2, "QLinearConv": 8}
+_WEIGHT_INDEX = {"Conv": 1, "ConvTranspose": 1, "QLinearConv": 3, "ConvInteger": 1, "FusedConv": 1}
+_BIAS_INDEX = {"Conv": 2, "ConvTranspose": 2, "QLinearConv": 8, "FusedConv": 2}
 
 
 @dataclass
@@ -65,7 +60,12 @@ class LayerExtractor:
             if node.domain not in ("", "ai.onnx", "com.microsoft"):
                 continue
             if node.op_type in CONV_OPS:
-                self._add(idx, self._conv(node, idx))
+                name = self._unique(layer_name(node, idx), idx)
+                try:
+                    self._add(idx, self._conv(node, name))
+                except (TypeError, ValueError, IndexError) as exc:  # wrong attribute type/size
+                    reason = f"malformed attributes ({exc})"
+                    self._add(idx, SkippedLayer(name, reason, node.op_type))
             elif node.op_type in DENSE_OPS:
                 layer = self._dense(node, idx)
                 if layer is not None:
@@ -92,8 +92,7 @@ class LayerExtractor:
             self.out.node_layer[idx] = layer.name
 
     # --- convolutions ------------------------------------------------------------------------
-    def _conv(self, node: onnx.NodeProto, idx: int) -> Layer | SkippedLayer:
-        name = self._unique(layer_name(node, idx), idx)
+    def _conv(self, node: onnx.NodeProto, name: str) -> Layer | SkippedLayer:
         op = node.op_type
         weight = self._input(node, _WEIGHT_INDEX[op])
         if weight is None:
@@ -142,6 +141,10 @@ class LayerExtractor:
             notes.append(
                 "integer kernel (w - zero point): no scale, so sigma is in quantised units"
             )
+        if op == "FusedConv":  # onnxruntime's conv (+ Z) + activation, saved optimised models
+            notes.append(f"onnxruntime FusedConv with activation {text(a.get('activation', ''))}")
+        if a.get("channels_last"):
+            return SkippedLayer(name, "channels-last (NHWC) layout is not read", op)
         try:
             padding, spec, out_pad = conv_padding(
                 a, ksize, stride, dilation, input_size, transposed
@@ -149,7 +152,7 @@ class LayerExtractor:
         except ValueError as exc:
             return SkippedLayer(name, str(exc), op)
         bias = self._input(node, _BIAS_INDEX.get(op, -1))
-        bn = self._attached_bn(node)
+        bn = self._attached_bn(node) if op != "FusedConv" else None  # its output is activated
         layer = ConvLayer(
             name=name,
             kernel=kernel,
@@ -225,7 +228,10 @@ class LayerExtractor:
         if (a is None) == (b is None):
             return None  # both constant (folded elsewhere) or both data (not a layer)
         name = self._unique(layer_name(node, idx), idx)
-        return dense_layer(node, name, a, b, self._input(node, 2))
+        try:
+            return dense_layer(node, name, a, b, self._input(node, 2))
+        except (TypeError, ValueError) as exc:  # attributes of the wrong type
+            return SkippedLayer(name, f"malformed attributes ({exc})", node.op_type)
 
     # --- helpers -----------------------------------------------------------------------------
     def _input(self, node: onnx.NodeProto, index: int) -> Resolved | None:

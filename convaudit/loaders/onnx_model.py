@@ -7,7 +7,6 @@ and external data may only live inside the model's own folder.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +19,8 @@ from onnx import helper, numpy_helper
 from convaudit.errors import ModelFileError
 from convaudit.loaders.safety import check_declared_bytes
 
-# Domains whose ops onnx / onnxruntime define; anything else must come with model.functions.
+# Domains whose ops onnx / onnxruntime (and its extensions) define; anything else must come
+# with model.functions.
 KNOWN_DOMAINS = frozenset(
     {
         "",
@@ -28,9 +28,13 @@ KNOWN_DOMAINS = frozenset(
         "ai.onnx.ml",
         "ai.onnx.training",
         "ai.onnx.preview.training",
+        "ai.onnx.preview",
+        "ai.onnx.contrib",  # onnxruntime-extensions
         "com.microsoft",
         "com.microsoft.nchwc",
         "com.microsoft.experimental",
+        "com.microsoft.dml",
+        "com.ms.internal.nhwc",
         "org.pytorch.aten",
     }
 )
@@ -72,17 +76,22 @@ class OnnxFile:
     def array(self, tensor: onnx.TensorProto) -> np.ndarray:
         """The tensor's value; external bytes are read only after their size was checked."""
         ref = self.external.get(id(tensor))
-        if ref is None:
-            return numpy_helper.to_array(tensor)
-        with open(ref.path, "rb") as f:
-            f.seek(ref.offset)
-            data = f.read(ref.length)
-        inline = onnx.TensorProto()
-        inline.CopyFrom(tensor)
-        del inline.external_data[:]
-        inline.data_location = onnx.TensorProto.DEFAULT
-        inline.raw_data = data
-        return numpy_helper.to_array(inline)
+        inline = tensor
+        if ref is not None:
+            with open(ref.path, "rb") as f:
+                f.seek(ref.offset)
+                data = f.read(ref.length)
+            inline = onnx.TensorProto()
+            inline.CopyFrom(tensor)
+            del inline.external_data[:]
+            inline.data_location = onnx.TensorProto.DEFAULT
+            inline.raw_data = data
+        try:
+            return numpy_helper.to_array(inline)
+        except Exception as exc:  # onnx raises ValueError/KeyError/TypeError on malformed tensors
+            raise ModelFileError(
+                f"cannot read {self.path}: tensor {tensor.name!r} is malformed ({exc})"
+            ) from None
 
 
 def read_onnx(path: Path) -> OnnxFile:
@@ -105,6 +114,7 @@ def read_onnx(path: Path) -> OnnxFile:
         raise ModelFileError(
             f"cannot read {path}: not an ONNX model (no ir_version, graph or opset_import)"
         )
+    _check_names(path, model.graph)
     _check_opsets(path, model)
     external = {}
     alive = []
@@ -115,6 +125,15 @@ def read_onnx(path: Path) -> OnnxFile:
         else:
             _check_inline_size(path, tensor)
     return OnnxFile(path=path, model=model, external=external, alive=alive)
+
+
+def _check_names(path: Path, graph: onnx.GraphProto) -> None:
+    """protobuf hands back bytes for strings that are not UTF-8: a corrupt file."""
+    names = [v.name for v in (*graph.input, *graph.output, *graph.initializer)]
+    for node in all_nodes(graph):
+        names.extend((node.name, node.op_type, node.domain, *node.input, *node.output))
+    if not all(isinstance(n, str) for n in names):
+        raise ModelFileError(f"cannot read {path}: names that are not valid UTF-8 (corrupt file)")
 
 
 def _check_opsets(path: Path, model: onnx.ModelProto) -> None:
@@ -134,7 +153,7 @@ def _check_opsets(path: Path, model: onnx.ModelProto) -> None:
                 f"package supports ({newest})",
                 hint="upgrade the onnx package",
             )
-    for node in _all_nodes(model.graph):
+    for node in all_nodes(model.graph):
         if node.domain not in declared and not (node.domain in DEFAULT_DOMAINS and "" in declared):
             raise ModelFileError(
                 f"cannot read {path}: node {node.name or node.op_type!r} uses domain "
@@ -142,8 +161,23 @@ def _check_opsets(path: Path, model: onnx.ModelProto) -> None:
             )
 
 
+def _check_dtype_and_dims(path: Path, tensor: onnx.TensorProto) -> None:
+    if any(d < 0 for d in tensor.dims):
+        raise ModelFileError(f"cannot read {path}: tensor {tensor.name!r} has negative dims")
+    try:
+        if tensor.data_type:  # 0 (UNDEFINED) is left for whoever reads the value
+            helper.tensor_dtype_to_np_dtype(tensor.data_type)
+    except KeyError:
+        raise ModelFileError(
+            f"cannot read {path}: tensor {tensor.name!r} has unknown data type {tensor.data_type}"
+        ) from None
+
+
 def _external_ref(path: Path, tensor: onnx.TensorProto) -> ExternalRef:
+    _check_dtype_and_dims(path, tensor)
     keys = {e.key: e.value for e in tensor.external_data}
+    if not all(isinstance(v, str) for v in (*keys, *keys.values())):
+        raise ModelFileError(f"cannot read {path}: corrupt external-data entry for {tensor.name!r}")
     location = keys.get("location", "")
     folder = path.parent.resolve()
     target = (folder / location).resolve()
@@ -193,8 +227,7 @@ def declared_nbytes(tensor: onnx.TensorProto) -> int | None:
 
 
 def _check_inline_size(path: Path, tensor: onnx.TensorProto) -> None:
-    if any(d < 0 for d in tensor.dims):
-        raise ModelFileError(f"cannot read {path}: tensor {tensor.name!r} has negative dims")
+    _check_dtype_and_dims(path, tensor)
     expected = declared_nbytes(tensor)
     if expected is None:
         return
@@ -224,85 +257,19 @@ def all_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
             if attr.type == onnx.AttributeProto.TENSOR:
                 yield attr.t
             yield from attr.tensors
-            for sub in _subgraphs_of(attr):
+            for sub in subgraphs_of(attr):
                 yield from all_tensors(sub)
 
 
-def _subgraphs_of(attr: onnx.AttributeProto) -> list[onnx.GraphProto]:
+def subgraphs_of(attr: onnx.AttributeProto) -> list[onnx.GraphProto]:
     if attr.type == onnx.AttributeProto.GRAPH:
         return [attr.g]
     return list(attr.graphs)
 
 
-def _all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+def all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
     for node in graph.node:
         yield node
         for attr in node.attribute:
-            for sub in _subgraphs_of(attr):
-                yield from _all_nodes(sub)
-
-
-def outer_references(graph: onnx.GraphProto) -> set[str]:
-    """Names a subgraph reads from its enclosing scope."""
-    defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
-    used: set[str] = set()
-    for node in graph.node:
-        used.update(n for n in node.input if n)
-        for attr in node.attribute:
-            for sub in _subgraphs_of(attr):
-                used |= outer_references(sub)
-        defined.update(node.output)
-    return used - defined
-
-
-def node_inputs(node: onnx.NodeProto) -> list[str]:
-    """A node's explicit inputs plus the outer names its If/Loop/Scan bodies read."""
-    names = [n for n in node.input if n]
-    for attr in node.attribute:
-        for sub in _subgraphs_of(attr):
-            names.extend(sorted(outer_references(sub)))
-    return names
-
-
-def topological_order(path: Path, graph: onnx.GraphProto) -> list[int]:
-    """Node indices in a dependency order (stable); ModelFileError on cycles or dangling inputs."""
-    available = {i.name for i in graph.input} | {t.name for t in graph.initializer}
-    producer: dict[str, int] = {}
-    for idx, node in enumerate(graph.node):
-        for out in node.output:
-            if out:
-                producer[out] = idx
-    deps: list[set[int]] = []
-    for node in graph.node:
-        mine: set[int] = set()
-        for name in node_inputs(node):
-            if name in producer:
-                mine.add(producer[name])
-            elif name not in available:
-                raise ModelFileError(
-                    f"cannot read {path}: node {node.name or node.op_type!r} reads {name!r}, "
-                    "which no node, input or initializer provides (dangling input)"
-                )
-        deps.append(mine)
-    users: list[list[int]] = [[] for _ in graph.node]
-    for idx, mine in enumerate(deps):
-        for d in mine:
-            users[d].append(idx)
-    waiting = [len(d) for d in deps]
-    ready = [i for i, w in enumerate(waiting) if w == 0]
-    order: list[int] = []
-    heapq.heapify(ready)
-    while ready:
-        idx = heapq.heappop(ready)
-        order.append(idx)
-        for user in users[idx]:
-            waiting[user] -= 1
-            if waiting[user] == 0:
-                heapq.heappush(ready, user)
-    if len(order) != len(graph.node):
-        stuck = next(i for i, w in enumerate(waiting) if w > 0)
-        node = graph.node[stuck]
-        raise ModelFileError(
-            f"cannot read {path}: the graph has a cycle (through node {node.name or node.op_type!r})"
-        )
-    return order
+            for sub in subgraphs_of(attr):
+                yield from all_nodes(sub)

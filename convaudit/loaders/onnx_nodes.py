@@ -39,3 +39,8 @@ def provenance(src: Source, layout: str, **extra: str) -> Provenance:
 def as_float(value: np.ndarray) -> np.ndarray:
     value = np.asarray(value)
     return value if value.dtype in (np.float32, np.float64) else value.astype(np.float32)
+
+
+def text(value: Any) -> str:
+    """A string attribute's value (onnx gives bytes)."""
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from convaudit.ir import same_padding
+from convaudit.loaders.onnx_nodes import text
 
 Pads = tuple[tuple[int, int], ...]
 
@@ -25,7 +26,7 @@ def conv_padding(
 ) -> tuple[Pads, str, tuple[int, ...]]:
     """(pads, padding_spec, output_padding); ValueError when they cannot be resolved."""
     nd = len(ksize)
-    auto_pad = _text(a.get("auto_pad", b"NOTSET"))
+    auto_pad = text(a.get("auto_pad", b"NOTSET"))
     out_pad = tuple(int(p) for p in a.get("output_padding", [0] * nd)) if transposed else ()
     if transposed and ("output_shape" in a or auto_pad in ("SAME_UPPER", "SAME_LOWER")):
         target = list(a["output_shape"])[-nd:] if "output_shape" in a else None
@@ -33,6 +34,8 @@ def conv_padding(
         return pads, "explicit", out_pad
     if auto_pad in ("NOTSET", ""):
         flat = [int(p) for p in a.get("pads", [0] * 2 * nd)]
+        if len(flat) != 2 * nd:
+            raise ValueError(f"pads {flat} must have {2 * nd} entries")
         return tuple((flat[i], flat[i + nd]) for i in range(nd)), "explicit", out_pad
     if auto_pad == "VALID":
         return ((0, 0),) * nd, "valid", out_pad
@@ -69,7 +72,3 @@ def transposed_pads(
         small, big = total // 2, total - total // 2
         pads.append((small, big) if auto_pad == "SAME_UPPER" else (big, small))
     return tuple(pads)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

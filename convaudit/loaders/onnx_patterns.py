@@ -14,8 +14,8 @@ import numpy as np
 import onnx
 
 from convaudit.ir import GraphNode
-from convaudit.loaders.onnx_model import node_inputs
 from convaudit.loaders.onnx_nodes import attrs, layer_name
+from convaudit.loaders.onnx_topology import node_inputs
 from convaudit.loaders.onnx_weights import ConstantResolver
 
 

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import onnx
 
+from convaudit.loaders.onnx_nodes import text
+
 
 def resize_factor(
     node: onnx.NodeProto,
@@ -23,7 +25,7 @@ def resize_factor(
 ) -> tuple[int, ...] | None:
     """Per spatial axis, the most copies of one input element; None if not a nearest resize
     with known sizes (or if it mixes batch/channel elements)."""
-    mode = _text(a.get("mode", b"nearest"))
+    mode = text(a.get("mode", b"nearest"))
     shape = shapes.get(node.input[0])
     if mode != "nearest" or shape is None or any(d is None for d in shape) or len(shape) < 3:
         return None
@@ -37,8 +39,8 @@ def resize_factor(
     else:
         if "axes" in a:
             return None
-        ctm = _text(a.get("coordinate_transformation_mode", b"half_pixel"))
-        rounding = _text(a.get("nearest_mode", b"round_prefer_floor"))
+        ctm = text(a.get("coordinate_transformation_mode", b"half_pixel"))
+        rounding = text(a.get("nearest_mode", b"round_prefer_floor"))
         scales = const(node, 2)
         sizes = const(node, 3)
         if (sizes is None or sizes.size == 0) and (scales is None or scales.size == 0):
@@ -46,7 +48,7 @@ def resize_factor(
         if (
             sizes is not None
             and sizes.size
-            and _text(a.get("keep_aspect_ratio_policy", b"stretch")) != "stretch"
+            and text(a.get("keep_aspect_ratio_policy", b"stretch")) != "stretch"
         ):
             return None
     if scales is not None and scales.size == 0:
@@ -97,7 +99,3 @@ def max_copies(n_in: int, n_out: int, scale: float, ctm: str, rounding: str) -> 
         return None
     index = np.clip(rounded, 0, n_in - 1).astype(np.int64)
     return int(np.bincount(index, minlength=n_in).max())
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -3,6 +3,8 @@ to one onnxruntime run on zeros for the tensors shape inference leaves unknown."
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -201,9 +203,11 @@ def runtime_shapes(
     options.log_severity_level = 3
     types = {v.name: v.type.tensor_type.elem_type for v in real_inputs(onnx_file.graph)}
     try:
-        session = ort.InferenceSession(
-            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
+        # onnxruntime prints provider fallbacks itself; a library must stay quiet
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            session = ort.InferenceSession(
+                model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+            )
         feeds = {
             name: np.zeros(shape, helper.tensor_dtype_to_np_dtype(types.get(name, 1)))
             for name, shape in fixed.items()

@@ -21,8 +21,8 @@ from convaudit.loaders.onnx_model import OnnxFile
 
 #: a folded constant may not be larger than this (ConstantOfShape can ask for anything)
 MAX_COMPUTED_BYTES = 2 * 1024**3
-#: ops whose result is not a function of their inputs, or that hide a subgraph
-_NOT_FOLDABLE = frozenset(
+#: ops whose result is not a function of their inputs
+RANDOM_OPS = frozenset(
     {
         "RandomNormal",
         "RandomUniform",
@@ -30,12 +30,10 @@ _NOT_FOLDABLE = frozenset(
         "RandomUniformLike",
         "Multinomial",
         "Bernoulli",
-        "If",
-        "Loop",
-        "Scan",
-        "SequenceMap",
     }
 )
+#: ... plus ops that hide a subgraph
+_NOT_FOLDABLE = RANDOM_OPS | {"If", "Loop", "Scan", "SequenceMap"}
 _PASS_THROUGH = frozenset({"Identity", "Cast", "CastLike"})
 
 

@@ -73,7 +73,27 @@ def _stored_values(ir: ModelIR, updates: Mapping[str, np.ndarray]) -> dict[str, 
                 "updated layer, and the two new kernels differ"
             )
         out[prov.locator] = value
+    _check_tied_weights(ir, updates)
     return out
+
+
+def _check_tied_weights(ir: ModelIR, updates: Mapping[str, np.ndarray]) -> None:
+    """A weight read by several layers changes all of them: all must be updated, or none."""
+    readers: dict[str, list[str]] = {}
+    for layer in ir.layers:
+        if layer.provenance is not None:
+            readers.setdefault(layer.provenance.locator, []).append(layer.name)
+    for name in updates:
+        prov = ir.layer(name).provenance
+        if prov is None:
+            continue
+        left_out = [n for n in readers[prov.locator] if n not in updates]
+        if left_out:
+            raise UnsupportedLayerError(
+                f"cannot write layer {name}: its weight {prov.locator!r} is shared with "
+                f"{', '.join(left_out)}, which would change too",
+                hint="update every layer that shares the weight, with the same kernel",
+            )
 
 
 def _to_stored(layer: ConvLayer | DenseLayer, new: np.ndarray, prov: Provenance) -> np.ndarray:

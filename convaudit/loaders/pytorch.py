@@ -19,6 +19,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from convaudit.errors import ModelFileError
 from convaudit.ir import ModelIR
 from convaudit.loaders.interface import Loader, LoadOptions
 from convaudit.loaders.pytorch_archive import StateDict, read_state_dict, sniff_kind
@@ -32,8 +33,6 @@ class PyTorchLoader(Loader):
         return sniff_kind(path, head) is not None
 
     def load(self, path: Path, options: LoadOptions) -> ModelIR:
-        from convaudit.errors import ModelFileError
-
         with open(path, "rb") as f:
             head = f.read(4096)
         kind = sniff_kind(path, head)
@@ -51,19 +50,28 @@ class PyTorchLoader(Loader):
         if not isinstance(content, StateDict):
             from convaudit.loaders.pytorch_arch import read_module
 
-            return read_module(content, path, options, "pickled-module", "full pickled nn.Module (loaded with --trust-pickle)")
+            return read_module(
+                content,
+                path,
+                options,
+                "pickled-module",
+                "full pickled nn.Module (loaded with --trust-pickle)",
+            )
         if options.arch:
             from convaudit.loaders.pytorch_arch import read_with_arch
 
             return read_with_arch(content, path, options)
         from convaudit.loaders.pytorch_statedict import chain_graph, layers_from_state_dict
 
-        layers, notes = layers_from_state_dict(content)
-        if not layers:
+        layers, skipped, notes = layers_from_state_dict(content)
+        if not layers and not skipped:
             raise ModelFileError(
                 f"cannot read {path}: the state_dict holds no conv or dense weights ('*.weight' with 2 to 5 dims)"
             )
-        return ModelIR(str(path), "pytorch", tuple(layers), graph=chain_graph(layers), notes=tuple(notes))
+        graph = chain_graph(layers)
+        return ModelIR(
+            str(path), "pytorch", tuple(layers), tuple(skipped), graph=graph, notes=tuple(notes)
+        )
 
     def write_kernels(self, ir: ModelIR, dest: Path, updates: Mapping[str, np.ndarray]) -> None:
         from convaudit.loaders.pytorch_writer import write_kernels

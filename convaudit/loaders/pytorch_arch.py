@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from convaudit.errors import ConfigError, InputShapeError, ModelFileError
-from convaudit.ir import ConvLayer, Graph, Layer, ModelIR
+from convaudit.ir import ConvLayer, Graph, Layer, ModelIR, SkippedLayer
 from convaudit.loaders.interface import LoadOptions
 from convaudit.loaders.pytorch_archive import StateDict, reason
 from convaudit.loaders.pytorch_calls import calls_from_exported
@@ -42,17 +42,25 @@ def build_arch(spec: str) -> Any:
 
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise ConfigError(f"bad --arch {spec!r}", hint="write it as module:callable, e.g. torchvision.models:resnet50")
+        raise ConfigError(
+            f"bad --arch {spec!r}",
+            hint="write it as module:callable, e.g. torchvision.models:resnet50",
+        )
     try:
         target: Any = importlib.import_module(module_name)
         for part in attr.split("."):
             target = getattr(target, part)
     except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"--arch {spec}: cannot import it ({exc})", hint="the module must be importable from the current Python environment") from None
+        raise ConfigError(
+            f"--arch {spec}: cannot import it ({exc})",
+            hint="the module must be importable from the current Python environment",
+        ) from None
     try:
         model = target()
     except Exception as exc:
-        raise ConfigError(f"--arch {spec}: calling it failed ({type(exc).__name__}: {exc})") from None
+        raise ConfigError(
+            f"--arch {spec}: calling it failed ({type(exc).__name__}: {exc})"
+        ) from None
     if not isinstance(model, torch.nn.Module):
         raise ConfigError(f"--arch {spec} returned a {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -73,11 +81,16 @@ def load_weights(model: Any, sd: StateDict, path: Path, spec: str) -> str:
     for prefix in ("model.", "module.", "net."):
         if all(k.startswith(prefix) for k in tensors):
             try:
-                model.load_state_dict({k[len(prefix):]: v for k, v in tensors.items()}, strict=True)
+                model.load_state_dict(
+                    {k[len(prefix) :]: v for k, v in tensors.items()}, strict=True
+                )
                 return prefix
             except RuntimeError:
                 pass
-    raise ModelFileError(f"the weights in {path} do not fit --arch {spec}: {error[:300]}", hint="check that --arch builds the architecture these weights were trained with")
+    raise ModelFileError(
+        f"the weights in {path} do not fit --arch {spec}: {error[:300]}",
+        hint="check that --arch builds the architecture these weights were trained with",
+    )
 
 
 def _record(model: Any, shape: tuple[int, ...], container: str, path: Path) -> list[Layer]:
@@ -117,14 +130,18 @@ def _record(model: Any, shape: tuple[int, ...], container: str, path: Path) -> l
         with torch.no_grad():
             model(torch.zeros(shape, dtype=dtype))
     except Exception as exc:
-        raise InputShapeError(f"{path}: the model does not run on zeros of shape {list(shape)}: {reason(exc)}") from None
+        raise InputShapeError(
+            f"{path}: the model does not run on zeros of shape {list(shape)}: {reason(exc)}"
+        ) from None
     finally:
         for h in handles:
             h.remove()
     return layers
 
 
-def _exported_graph(model: Any, shape: tuple[int, ...], layers: list[Layer], container: str) -> tuple[Graph | None, list[Layer]]:
+def _exported_graph(
+    model: Any, shape: tuple[int, ...], layers: list[Layer], container: str
+) -> tuple[Graph | None, list[Layer]]:
     """The real graph via torch.export, if it exports and names the same layers."""
     import torch
 
@@ -139,11 +156,18 @@ def _exported_graph(model: Any, shape: tuple[int, ...], layers: list[Layer], con
     if set(by_name) != {layer.name for layer in layers}:
         return None, layers
     # the graph knows which BN follows which conv exclusively; hooks only saw call order
-    merged = [dataclasses.replace(layer, bn=getattr(by_name[layer.name], "bn", None)) if isinstance(layer, ConvLayer) else layer for layer in layers]
+    merged = [
+        dataclasses.replace(layer, bn=getattr(by_name[layer.name], "bn", None))
+        if isinstance(layer, ConvLayer)
+        else layer
+        for layer in layers
+    ]
     return built.graph, merged
 
 
-def read_module(model: Any, path: Path, options: LoadOptions, container: str, origin: str) -> ModelIR:
+def read_module(
+    model: Any, path: Path, options: LoadOptions, container: str, origin: str
+) -> ModelIR:
     """Layers (and graph) of a live nn.Module: built by --arch, or a trusted full pickle."""
     model.eval()
     shape = single_input_shape(options, path)
@@ -155,14 +179,37 @@ def read_module(model: Any, path: Path, options: LoadOptions, container: str, or
                 layers.append(conv_from_module(name, m, container=container))
             elif class_name(m) == "Linear":
                 layers.append(dense_from_module(name, m, container=container))
-        notes.append("no --input-shape: input sizes unknown, BatchNorm not attached, and the graph is assumed to be a chain in module registration order")
-        return ModelIR(str(path), "pytorch", tuple(layers), graph=chain_graph(layers), notes=tuple(notes))
+        notes.append(
+            "no --input-shape: input sizes unknown, BatchNorm not attached, and the graph is assumed to be a chain in module registration order"
+        )
+        return ModelIR(
+            str(path), "pytorch", tuple(layers), graph=chain_graph(layers), notes=tuple(notes)
+        )
     layers = _record(model, shape, container, path)
+    called = {layer.name.split("#")[0] for layer in layers}
+    skipped = [
+        SkippedLayer(
+            name, f"never called by a forward pass on zeros of shape {list(shape)}", class_name(m)
+        )
+        for name, m in model.named_modules()
+        if class_name(m) in (*CONV_CLASSES, "Linear") and name not in called
+    ]
     graph, layers = _exported_graph(model, shape, layers, container)
     if graph is None:
-        notes.append("torch.export failed on this model: the graph is assumed to be a chain in forward-call order")
+        notes.append(
+            "torch.export failed on this model: the graph is assumed to be a chain of the convs "
+            "and dense layers in forward-call order"
+        )
         graph = chain_graph(layers)
-    return ModelIR(str(path), "pytorch", tuple(layers), input_shapes={"input": shape}, graph=graph, notes=tuple(notes))
+    return ModelIR(
+        str(path),
+        "pytorch",
+        tuple(layers),
+        tuple(skipped),
+        input_shapes={graph.inputs[0]: shape},
+        graph=graph,
+        notes=tuple(notes),
+    )
 
 
 def read_with_arch(sd: StateDict, path: Path, options: LoadOptions) -> ModelIR:
@@ -173,7 +220,9 @@ def read_with_arch(sd: StateDict, path: Path, options: LoadOptions) -> ModelIR:
     extra = {"nesting": ".".join(sd.nesting)} if sd.nesting else {}
     if not extra and not prefix:
         return ir
-    return dataclasses.replace(ir, layers=tuple(_relocate(layer, prefix, extra) for layer in ir.layers))
+    return dataclasses.replace(
+        ir, layers=tuple(_relocate(layer, prefix, extra) for layer in ir.layers)
+    )
 
 
 def _relocate(layer: Layer, prefix: str, extra: dict[str, str]) -> Layer:

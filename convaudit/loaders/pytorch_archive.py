@@ -40,7 +40,9 @@ def zip_kind(names: list[str]) -> str | None:
     if len(roots) != 1:
         return None
     rels = {n.split("/", 1)[1] for n in names if "/" in n}
-    if "archive_format" in rels or any(r.startswith("models/") and r.endswith(".json") for r in rels):
+    if "archive_format" in rels or any(
+        r.startswith("models/") and r.endswith(".json") for r in rels
+    ):
         return "pt2"
     if "data.pkl" not in rels:
         return None
@@ -78,7 +80,9 @@ def reason(exc: BaseException) -> str:
     return (lines[0] if lines else type(exc).__name__)[:200]
 
 
-def bad_file(path: Path, exc: BaseException, what: str = "not a readable PyTorch file") -> ModelFileError:
+def bad_file(
+    path: Path, exc: BaseException, what: str = "not a readable PyTorch file"
+) -> ModelFileError:
     return ModelFileError(f"cannot read {path}: {what} ({reason(exc)})")
 
 
@@ -98,7 +102,9 @@ def check_zip_file(path: Path) -> None:
             check_zip(path, zf)
             size = path.stat().st_size
             for info in zf.infolist():
-                check_declared_bytes(path, f"archive member {info.filename!r}", info.compress_size, size)
+                check_declared_bytes(
+                    path, f"archive member {info.filename!r}", info.compress_size, size
+                )
     except zipfile.BadZipFile as exc:
         raise bad_file(path, exc, "corrupt or truncated zip archive") from None
 
@@ -152,7 +158,9 @@ def find_state_dict(path: Path, obj: Any, container: str) -> StateDict:
             f"cannot read {path}: no state_dict in this dict (keys: {keys})",
             hint=f"convaudit looks for tensors at the top level or under {', '.join(NESTING_KEYS)}",
         )
-    raise ModelFileError(f"cannot read {path}: the file holds a {type(obj).__name__}, not a state_dict")
+    raise ModelFileError(
+        f"cannot read {path}: the file holds a {type(obj).__name__}, not a state_dict"
+    )
 
 
 def read_safetensors(path: Path) -> StateDict:

@@ -46,10 +46,11 @@ class OpCall:
     outputs: tuple[Data, ...]
 
     def data_inputs(self) -> list[Data]:
+        """Data arguments in order, repeats kept (x + x reads x twice)."""
         found: list[Data] = []
         for value in self.args.values():
             items = value if isinstance(value, (list, tuple)) else [value]
-            found.extend(v for v in items if isinstance(v, Data) and v not in found)
+            found.extend(v for v in items if isinstance(v, Data))
         return found
 
 
@@ -99,7 +100,9 @@ def calls_from_exported(ep: Any) -> CallGraph:
 
     sig = ep.graph_signature
     param_of: dict[str, str] = {
-        **sig.inputs_to_parameters, **sig.inputs_to_buffers, **sig.inputs_to_lifted_tensor_constants
+        **sig.inputs_to_parameters,
+        **sig.inputs_to_buffers,
+        **sig.inputs_to_lifted_tensor_constants,
     }
     user_inputs = set(sig.user_inputs)
     values: dict[str, Any] = {}
@@ -130,16 +133,26 @@ def calls_from_exported(ep: Any) -> CallGraph:
         kwargs = {k: conv(v) for k, v in node.kwargs.items()}
         target = node.target
         if target is operator.getitem:
+            # one piece of a multi-output op (split, max_pool2d_with_indices, native BN)
             src = args[0]
-            # element 0 of multi-output ops (max_pool2d_with_indices, native BN) is the data
-            values[node.name] = Data(node.name, _shape(node.meta.get("val"))) if isinstance(src, Data) and args[1] == 0 else UNKNOWN
-            if isinstance(values[node.name], Data):
-                out.calls.append(OpCall(node.name, "getitem", "getitem", {"self": src}, (values[node.name],)))
+            values[node.name] = Data(node.name, _shape(node.meta.get("val")))
+            if not isinstance(src, Data):
+                values[node.name] = UNKNOWN
+                continue
+            out.calls.append(
+                OpCall(node.name, "getitem", "getitem", {"self": src}, (values[node.name],))
+            )
             continue
         schema = getattr(target, "_schema", None)
         op = str(schema.name).split("::")[-1] if schema is not None else "unknown"
-        bound = _bind(schema, args, kwargs) if schema is not None else {f"arg{i}": a for i, a in enumerate(args)}
-        call = OpCall(node.name, op, str(target), bound, (Data(node.name, _shape(node.meta.get("val"))),))
+        bound = (
+            _bind(schema, args, kwargs)
+            if schema is not None
+            else {f"arg{i}": a for i, a in enumerate(args)}
+        )
+        call = OpCall(
+            node.name, op, str(target), bound, (Data(node.name, _shape(node.meta.get("val"))),)
+        )
         if call.data_inputs():
             values[node.name] = call.outputs[0]
             out.calls.append(call)
@@ -147,6 +160,23 @@ def calls_from_exported(ep: Any) -> CallGraph:
             params = [v for v in bound.values() if isinstance(v, Param)]
             values[node.name] = _transposed(op, params, bound) or UNKNOWN
     return out
+
+
+#: TorchScript container nodes: unpacking hands on pieces of its input, packing concatenates
+_CONTAINERS = {
+    "prim::ListUnpack": "getitem",
+    "prim::TupleUnpack": "getitem",
+    "prim::TupleConstruct": "cat",
+}
+
+
+def _carries_tensor(kind: Any) -> bool:
+    """Tensor, Optional[Tensor], List[Tensor] or a tuple holding one."""
+    import torch
+
+    if kind.isSubtypeOf(torch._C.TensorType.get()):
+        return True
+    return any(_carries_tensor(inner) for inner in kind.containedTypes())
 
 
 def _attr_path(value: Any) -> str | None:
@@ -191,19 +221,29 @@ def calls_from_torchscript(module: Any) -> CallGraph:
             return [resolve(v) for v in value.node().inputs()]
         if kind == "prim::GetAttr":
             key = _attr_path(value)
-            return Param(key) if key is not None and value.type().isSubtypeOf(torch._C.TensorType.get()) else UNKNOWN
+            return (
+                Param(key)
+                if key is not None and value.type().isSubtypeOf(torch._C.TensorType.get())
+                else UNKNOWN
+            )
         if kind.startswith("aten::") and kind.split("::")[1] in _TRANSPOSES:
             inputs = [resolve(v) for v in value.node().inputs()]
-            return _transposed(kind.split("::")[1], inputs[:1], {"dims": inputs[1] if len(inputs) > 1 else None}) or UNKNOWN
+            return (
+                _transposed(
+                    kind.split("::")[1],
+                    inputs[:1],
+                    {"dims": inputs[1] if len(inputs) > 1 else None},
+                )
+                or UNKNOWN
+            )
         return UNKNOWN
 
-    tensor_type = torch._C.TensorType.get()
     for node in graph.nodes():
         kind = node.kind()
         if kind in ("prim::Constant", "prim::GetAttr", "prim::ListConstruct"):
             continue
         args = [resolve(v) for v in node.inputs()]
-        is_tensor = [o.type().isSubtypeOf(tensor_type) for o in node.outputs()]
+        is_tensor = [_carries_tensor(o.type()) for o in node.outputs()]
         extra = _block_data_inputs(node, data) if kind in ("prim::If", "prim::Loop") else []
         call_args: dict[str, Any]
         schema = node.schema() if kind.startswith("aten::") else "(no schema)"
@@ -214,18 +254,22 @@ def calls_from_torchscript(module: Any) -> CallGraph:
         else:
             call_args = {f"arg{i}": a for i, a in enumerate(args)}
             call_args.update({f"captured{i}": d for i, d in enumerate(extra)})
-            op = "unknown"
-        if kind in ("prim::TupleConstruct", "prim::ListUnpack", "prim::TupleUnpack"):
-            continue  # containers: followed through at the return below
-        outs = tuple(Data(o.debugName()) for o, t in zip(node.outputs(), is_tensor, strict=True) if t)
-        call = OpCall(node.output().debugName() if node.outputsSize() else kind, op, kind, call_args, outs)
+            op = _CONTAINERS.get(kind, "unknown")
+        outs = tuple(
+            Data(o.debugName()) for o, t in zip(node.outputs(), is_tensor, strict=True) if t
+        )
+        name = outs[0].name if outs else kind
+        call = OpCall(name, op, kind, call_args, outs)
         if outs and call.data_inputs():
             for o, t in zip(node.outputs(), is_tensor, strict=True):
                 if t:
                     data[o] = Data(o.debugName())
             out.calls.append(call)
     returned = list(graph.return_node().inputs())
-    while len(returned) == 1 and returned[0].node().kind() in ("prim::TupleConstruct", "prim::ListConstruct"):
+    while len(returned) == 1 and returned[0].node().kind() in (
+        "prim::TupleConstruct",
+        "prim::ListConstruct",
+    ):
         returned = list(returned[0].node().inputs())
     out.outputs = [data[v] for v in returned if v in data]
     return out

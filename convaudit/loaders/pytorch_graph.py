@@ -29,7 +29,12 @@ from convaudit.loaders.pytorch_ops import classify
 
 CONV_OPS = {"convolution", "_convolution", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}  # fmt: skip
 DENSE_OPS = {"linear", "addmm", "mm", "matmul"}
-BN_OPS = {"batch_norm", "_native_batch_norm_legit_no_training", "native_batch_norm", "_native_batch_norm_legit"}
+BN_OPS = {
+    "batch_norm",
+    "_native_batch_norm_legit_no_training",
+    "native_batch_norm",
+    "_native_batch_norm_legit",
+}
 FOLDABLE_PADS = ("circular", "reflect", "replicate")
 
 
@@ -126,23 +131,35 @@ class GraphBuilder:
         self.out.nodes.append(GraphNode(call.name, kind, call.target, inputs, outputs, attrs))
 
     def _foldable_pad(self, call: OpCall) -> bool:
+        """A circular/reflect/replicate pad read only by a conv whose padding we can tell."""
         if call.op != "pad" or call.args.get("mode") not in FOLDABLE_PADS:
             return False
         out = call.outputs[0].name
         users = [c for c in self.cg.calls if any(d.name == out for d in c.data_inputs())]
-        return self.consumers[out] == 1 and len(users) == 1 and users[0].op in CONV_OPS
+        if self.consumers[out] != 1 or len(users) != 1 or users[0].op not in CONV_OPS:
+            return False
+        pads = call.args.get("pad")
+        if isinstance(pads, list) and all(isinstance(p, int) for p in pads):
+            return True
+        weight = users[0].args.get("weight")  # scripted modules keep the pads as an attribute
+        module = self.module_of(layer_name(weight.key)) if isinstance(weight, Param) else None
+        return hasattr(module, "padding_mode")
 
     def _unique(self, key: str) -> str:
         self.uses[key] += 1
         base = layer_name(key)
         return base if self.uses[key] == 1 else f"{base}#{self.uses[key]}"
 
-    def _input_size(self, x: Data, key: str, pad: OpCall | None, layer: ConvLayer) -> tuple[int, ...] | None:
+    def _input_size(
+        self, x: Data, key: str, pad: OpCall | None, layer: ConvLayer
+    ) -> tuple[int, ...] | None:
         recorded = self.conv_inputs.get(key)
         if recorded:
             # recorded at aten.convolution: after a folded pad, so take the pad off again
             shape: tuple[int | None, ...] | None = recorded.pop(0)
-            folded = [b + a for b, a in layer.padding] if pad is not None else [0] * layer.spatial_dims
+            folded = (
+                [b + a for b, a in layer.padding] if pad is not None else [0] * layer.spatial_dims
+            )
             if shape is not None and None not in shape:
                 shape = (*shape[:2], *(int(n) - t for n, t in zip(shape[2:], folded, strict=True)))  # type: ignore[arg-type]
         else:
@@ -153,7 +170,11 @@ class GraphBuilder:
 
     def _conv(self, call: OpCall) -> None:
         weight, x = call.args.get("weight"), call.args.get("input")
-        if not isinstance(weight, Param) or weight.key not in self.tensors or not isinstance(x, Data):
+        if (
+            not isinstance(weight, Param)
+            or weight.key not in self.tensors
+            or not isinstance(x, Data)
+        ):
             reason = "the conv weight is computed in the graph, not a stored parameter"
             self.out.skipped.append(SkippedLayer(call.name, reason, call.target))
             self._node(call, "unknown", {"reason": reason})
@@ -176,13 +197,17 @@ class GraphBuilder:
             if pad is not None:
                 nd = tensor.dim() - 2
                 flat = _pairs(pad.args.get("pad"), 2 * nd)  # F.pad order: last axis first
-                geometry["padding"] = tuple((flat[2 * (nd - 1 - i)], flat[2 * (nd - 1 - i) + 1]) for i in range(nd))
+                geometry["padding"] = tuple(
+                    (flat[2 * (nd - 1 - i)], flat[2 * (nd - 1 - i) + 1]) for i in range(nd)
+                )
             bias = call.args.get("bias")
             layer = ConvLayer(
                 name=name,
                 kernel=to_numpy(tensor),
                 padding_mode=pad.args["mode"] if pad is not None else "zeros",
-                bias=to_numpy(self.tensors[bias.key]) if isinstance(bias, Param) and bias.key in self.tensors else None,
+                bias=to_numpy(self.tensors[bias.key])
+                if isinstance(bias, Param) and bias.key in self.tensors
+                else None,
                 provenance=provenance(key, tensor, self.container),
                 **geometry,
             )
@@ -207,7 +232,9 @@ class GraphBuilder:
         layer = DenseLayer(
             name=name,
             weight=to_numpy(tensor),
-            bias=to_numpy(self.tensors[bias.key]) if isinstance(bias, Param) and bias.key in self.tensors else None,
+            bias=to_numpy(self.tensors[bias.key])
+            if isinstance(bias, Param) and bias.key in self.tensors
+            else None,
             provenance=provenance(weight.key, tensor, self.container, "oi"),
         )
         self.out.layers.append(layer)
@@ -218,7 +245,11 @@ class GraphBuilder:
         a = call.args
         stats = [a.get(k) for k in ("running_mean", "running_var")]
         if not all(isinstance(s, Param) and s.key in self.tensors for s in stats):
-            self._node(call, "unknown", {"reason": "BatchNorm without running statistics (batch statistics)"})
+            self._node(
+                call,
+                "unknown",
+                {"reason": "BatchNorm without running statistics (batch statistics)"},
+            )
             return
         t = self.tensors
 
@@ -226,7 +257,14 @@ class GraphBuilder:
             return t.get(v.key) if isinstance(v, Param) else None
 
         mean, var = (s.key for s in stats if isinstance(s, Param))
-        bn = bn_params(mean.rsplit(".", 1)[0], get(a.get("weight")), get(a.get("bias")), t[mean], t[var], a.get("eps", 1e-5))
+        bn = bn_params(
+            mean.rsplit(".", 1)[0],
+            get(a.get("weight")),
+            get(a.get("bias")),
+            t[mean],
+            t[var],
+            a.get("eps", 1e-5),
+        )
         x = call.data_inputs()[0]
         conv = self.conv_of_output.get(self._name(x))
         if conv is not None and self.consumers[x.name] == 1:

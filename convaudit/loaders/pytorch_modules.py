@@ -26,19 +26,27 @@ def class_name(module: Any) -> str:
 
 
 def to_numpy(tensor: Any) -> np.ndarray:
-    return np.array(tensor.detach().cpu().float().numpy() if tensor.is_floating_point() else tensor.detach().cpu().numpy())
+    return np.array(
+        tensor.detach().cpu().float().numpy()
+        if tensor.is_floating_point()
+        else tensor.detach().cpu().numpy()
+    )
 
 
 def dtype_name(tensor: Any) -> str:
     return str(tensor.dtype).removeprefix("torch.")
 
 
-def provenance(key: str, tensor: Any, container: str, layout: str = "oihw", **extra: str) -> Provenance:
+def provenance(
+    key: str, tensor: Any, container: str, layout: str = "oihw", **extra: str
+) -> Provenance:
     items = {"container": container, **extra}
     return Provenance("pytorch", key, layout, dtype_name(tensor), tuple(sorted(items.items())))
 
 
-def torch_same_padding(kernel: tuple[int, ...], dilation: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+def torch_same_padding(
+    kernel: tuple[int, ...], dilation: tuple[int, ...]
+) -> tuple[tuple[int, int], ...]:
     """PyTorch's padding='same' (stride 1): total d(k-1), the odd pixel goes after."""
     totals = [d * (k - 1) for k, d in zip(kernel, dilation, strict=True)]
     return tuple((t // 2, t - t // 2) for t in totals)
@@ -78,17 +86,23 @@ def conv_from_module(
         output_padding=tuple(int(p) for p in module.output_padding) if transposed else (),
         input_size=input_size,
         bias=None if bias is None else to_numpy(bias),
-        provenance=provenance(f"{name}.weight" if name else "weight", weight, container, **(extra or {})),
+        provenance=provenance(
+            f"{name}.weight" if name else "weight", weight, container, **(extra or {})
+        ),
     )
 
 
-def dense_from_module(name: str, module: Any, *, container: str, extra: dict[str, str] | None = None) -> DenseLayer:
+def dense_from_module(
+    name: str, module: Any, *, container: str, extra: dict[str, str] | None = None
+) -> DenseLayer:
     bias = getattr(module, "bias", None)
     return DenseLayer(
         name=name,
         weight=to_numpy(module.weight),
         bias=None if bias is None else to_numpy(bias),
-        provenance=provenance(f"{name}.weight" if name else "weight", module.weight, container, "oi", **(extra or {})),
+        provenance=provenance(
+            f"{name}.weight" if name else "weight", module.weight, container, "oi", **(extra or {})
+        ),
     )
 
 
@@ -112,4 +126,6 @@ def bn_from_module(name: str, module: Any) -> BatchNormParams | None:
     mean, var = getattr(module, "running_mean", None), getattr(module, "running_var", None)
     if mean is None or var is None:
         return None
-    return bn_params(name, getattr(module, "weight", None), getattr(module, "bias", None), mean, var, module.eps)
+    return bn_params(
+        name, getattr(module, "weight", None), getattr(module, "bias", None), mean, var, module.eps
+    )

@@ -8,7 +8,8 @@ Attributes emitted, per kind (see ir.NODE_KINDS):
 - maxpool / avgpool: ``kernel``, ``stride``, ``padding``, ``dilation`` (max), ``count_include_pad``
   (avg), per-axis tuples (``padding`` symmetric per axis, as in torch); ``ceil_mode``; the
   spatial ``input_size`` when the graph knows it.
-- global_avgpool / global_maxpool: ``input_size`` when known.
+- global_avgpool / global_maxpool: ``input_size`` when known. ``mean`` over other or unknown
+  dims is also a global_avgpool without ``input_size`` (averaging is <= 1-Lipschitz).
 - resize_nearest: ``factor`` per axis (integer factors only; otherwise the node is unknown).
 - identity, add, sub, concat: no attributes.
 - unknown: ``reason``.
@@ -36,7 +37,9 @@ IDENTITY = {
     "transpose", "t", "contiguous", "clone", "detach", "alias", "squeeze", "unsqueeze", "dropout",
     "feature_dropout", "alpha_dropout", "feature_alpha_dropout", "native_dropout", "slice", "select",
     "narrow", "getitem", "to", "_to_copy", "type_as", "view_as", "reshape_as", "lift_fresh_copy",
-    "movedim", "swapaxes", "_assert_tensor_metadata",
+    "movedim", "swapaxes", "_assert_tensor_metadata", "split", "split_with_sizes", "chunk",
+    "unbind", "tensor_split", "flip", "roll", "pixel_shuffle", "pixel_unshuffle",
+    "channel_shuffle", "neg",
 }  # fmt: skip
 
 
@@ -114,7 +117,9 @@ def _resize(call: OpCall) -> Kind:
         factors = [o // i for i, o in zip(x, out, strict=True)]
         if all(f >= 1 and f * i == o for f, i, o in zip(factors, x, out, strict=True)):
             return "resize_nearest", {"factor": tuple(factors)}
-    scales = call.args.get("scale_factors") or [call.args.get(k) for k in ("scales_d", "scales_h", "scales_w", "scales")]
+    scales = call.args.get("scale_factors") or [
+        call.args.get(k) for k in ("scales_d", "scales_h", "scales_w", "scales")
+    ]
     scales = [s for s in (scales or []) if isinstance(s, (int, float))]
     if scales and all(float(s).is_integer() and s >= 1 for s in scales):
         return "resize_nearest", {"factor": tuple(int(s) for s in scales)}
@@ -129,13 +134,20 @@ def _arith(call: OpCall, tensors: Mapping[str, Any]) -> Kind:
         if len(data) == 2 and alpha == 1:
             return call.op, {}
         if len(data) == 1 and others:
-            return "identity", {}  # adding a constant shifts the output: Lipschitz constant unchanged
+            return (
+                "identity",
+                {},
+            )  # adding a constant shifts the output: Lipschitz constant unchanged
         return "unknown", {"reason": f"{call.op} with alpha={alpha}"}
     if len(data) == 1 and len(others) == 1:
         c = _value(others[0], tensors)
         if c is not None:
             if call.op == "div":
-                return ("mul_const", {"value": 1.0 / c}) if c else ("unknown", {"reason": "division by zero"})
+                return (
+                    ("mul_const", {"value": 1.0 / c})
+                    if c
+                    else ("unknown", {"reason": "division by zero"})
+                )
             return "mul_const", {"value": c}
     return "unknown", {"reason": f"{call.op} of two computed tensors has no Lipschitz rule"}
 
@@ -143,19 +155,30 @@ def _arith(call: OpCall, tensors: Mapping[str, Any]) -> Kind:
 def _pad(call: OpCall) -> Kind:
     mode, value = call.args.get("mode", "constant"), call.args.get("value")
     if call.op in ("constant_pad_nd",) or (mode == "constant" and not value):
-        return ("identity", {}) if not value else ("unknown", {"reason": "padding with a non-zero constant"})
+        return (
+            ("identity", {})
+            if not value
+            else ("unknown", {"reason": "padding with a non-zero constant"})
+        )
     return "unknown", {"reason": f"{mode} padding not folded into a conv"}
 
 
 def _activation(call: OpCall, tensors: Mapping[str, Any]) -> Kind:
     op = call.op.rstrip("_")
     if op == "leaky_relu":
-        return "activation", {"fn": "leaky_relu", "alpha": float(call.args.get("negative_slope", 0.01))}
+        return "activation", {
+            "fn": "leaky_relu",
+            "alpha": float(call.args.get("negative_slope", 0.01)),
+        }
     if op in ("elu", "celu"):
         return "activation", {"fn": "elu", "alpha": float(call.args.get("alpha", 1.0))}
     if op in ("prelu", "_prelu_kernel"):
         slope = _value(call.args.get("weight"), tensors)
-        return ("activation", {"fn": "prelu", "slope": slope}) if slope is not None else ("unknown", {"reason": "PReLU slope unknown"})
+        return (
+            ("activation", {"fn": "prelu", "slope": slope})
+            if slope is not None
+            else ("unknown", {"reason": "PReLU slope unknown"})
+        )
     return "activation", {"fn": ACTIVATIONS[op]}
 
 
@@ -188,8 +211,10 @@ def classify(call: OpCall, tensors: Mapping[str, Any]) -> Kind:
         return "identity", {}
     if "max_pool" in op or "avg_pool" in op:
         return _adaptive(call) if op.startswith("adaptive") else _pool(call)
-    if op == "mean" and _spatial_mean(call):
-        return _global("global_avgpool", call)
+    if op == "mean":
+        # averaging over any dims is <= 1-Lipschitz, which is what global_avgpool gives without
+        # an input size; over exactly the spatial dims of a known shape it is 1/sqrt(n)
+        return _global("global_avgpool", call) if _spatial_mean(call) else ("global_avgpool", {})
     if op.startswith("upsample_nearest") or op.startswith("_upsample_nearest_exact"):
         return _resize(call)
     return "unknown", {"reason": f"no Lipschitz rule for {call.target}"}

@@ -9,18 +9,24 @@ running the module once on zeros and recording each convolution's input.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from convaudit.errors import InputShapeError, ModelFileError
-from convaudit.ir import ConvLayer, Layer, ModelIR
+from convaudit.ir import Layer, ModelIR
 from convaudit.loaders.interface import LoadOptions
 from convaudit.loaders.pytorch_archive import bad_file, check_zip_file, reason
 from convaudit.loaders.pytorch_calls import calls_from_exported, calls_from_torchscript
-from convaudit.loaders.pytorch_graph import CONV_OPS, GraphBuilder, layer_name
-from convaudit.loaders.pytorch_modules import CONV_CLASSES, class_name, conv_from_module
+from convaudit.loaders.pytorch_graph import GraphBuilder
+from convaudit.loaders.pytorch_modules import (
+    CONV_CLASSES,
+    class_name,
+    conv_from_module,
+    dense_from_module,
+)
 
 
 @contextlib.contextmanager
@@ -60,8 +66,10 @@ def read_exported(path: Path, options: LoadOptions) -> ModelIR:
     wanted = single_input_shape(options, path)
     shapes = {d.name: d.shape or () for d in cg.inputs}
     if wanted is not None and len(shapes) == 1:
-        (name, have), = shapes.items()
-        if len(have) != len(wanted) or any(h is not None and h != w for h, w in zip(have, wanted, strict=False)):
+        ((name, have),) = shapes.items()
+        if len(have) != len(wanted) or any(
+            h is not None and h != w for h, w in zip(have, wanted, strict=False)
+        ):
             raise InputShapeError(
                 f"--input-shape {','.join(map(str, wanted))} contradicts {path}: its input {name!r} has shape {list(have)}",
                 hint="give the static dims as exported; only dynamic dims may be chosen",
@@ -75,12 +83,18 @@ def read_exported(path: Path, options: LoadOptions) -> ModelIR:
         recorded = _record_conv_inputs(ep.module(), wanted, tensors, path)
         shapes = {name: wanted for name in shapes}
     elif dynamic:
-        notes = ("the exported input has dynamic dims: conv input sizes unknown; pass --input-shape to fix them",)
+        notes = (
+            "the exported input has dynamic dims: conv input sizes unknown; pass --input-shape to fix them",
+        )
     built = GraphBuilder(cg, tensors, container="pt2", conv_inputs=recorded).build()
-    return ModelIR(str(path), "pytorch", tuple(built.layers), tuple(built.skipped), shapes, built.graph, notes)
+    return ModelIR(
+        str(path), "pytorch", tuple(built.layers), tuple(built.skipped), shapes, built.graph, notes
+    )
 
 
-def _record_conv_inputs(module: Any, shape: tuple[int, ...], tensors: Mapping[str, Any], path: Path) -> dict[str, list[tuple[int, ...]]]:
+def _record_conv_inputs(
+    module: Any, shape: tuple[int, ...], tensors: Mapping[str, Any], path: Path
+) -> dict[str, list[tuple[int, ...]]]:
     """Run ``module`` on zeros and note every convolution's input shape, by weight key."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -90,7 +104,9 @@ def _record_conv_inputs(module: Any, shape: tuple[int, ...], tensors: Mapping[st
     failed: list[BaseException] = []  # the TorchScript interpreter drops the message on re-raise
 
     class Recorder(TorchDispatchMode):
-        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        def __torch_dispatch__(
+            self, func: Any, types: Any, args: Any = (), kwargs: Any = None
+        ) -> Any:
             if func.__name__.split(".")[0] in ("convolution", "_convolution") and len(args) > 1:
                 key = key_of.get(args[1].data_ptr())
                 if key is not None:
@@ -107,8 +123,48 @@ def _record_conv_inputs(module: Any, shape: tuple[int, ...], tensors: Mapping[st
             module(torch.zeros(shape, dtype=dtype))
     except Exception as exc:
         why = reason(failed[0] if failed else exc)
-        raise InputShapeError(f"{path}: the model does not run on zeros of shape {list(shape)}: {why}") from None
+        raise InputShapeError(
+            f"{path}: the model does not run on zeros of shape {list(shape)}: {why}"
+        ) from None
     return found
+
+
+TS_SIZES_NOTE = (
+    "TorchScript: input sizes unknown; pass --input-shape to record them by running the model "
+    "once on zeros"
+)
+OFF_GRAPH_NOTE = (
+    "not on the top-level graph (inside control flow, or unused): geometry from the module, "
+    "and the whole-network bound does not see it"
+)
+
+
+def _off_graph_layers(
+    modules: Mapping[str, Any], found: list[Layer], recorded: Mapping[str, list[tuple[int, ...]]]
+) -> list[Layer]:
+    """Scripted conv / Linear modules the top-level graph does not reach (inside an if/loop)."""
+    seen = {layer.name.split("#")[0] for layer in found}
+    extra: list[Layer] = []
+    for name, sub in modules.items():
+        kind = class_name(sub)
+        if name in seen or not hasattr(sub, "weight"):
+            continue
+        if kind in CONV_CLASSES and hasattr(sub, "padding_mode"):
+            shapes = recorded.get(f"{name}.weight")
+            layer = conv_from_module(name, sub, container="torchscript")
+            # recorded at aten.convolution, after any circular/reflect pad: take it off again
+            pads = [0 if sub.padding_mode == "zeros" else b + a for b, a in layer.padding]
+            size = (
+                tuple(n - p for n, p in zip(shapes[0][2:], pads, strict=True)) if shapes else None
+            )
+            extra.append(dataclasses.replace(layer, input_size=size, notes=(OFF_GRAPH_NOTE,)))
+        elif kind == "Linear":
+            extra.append(
+                dataclasses.replace(
+                    dense_from_module(name, sub, container="torchscript"), notes=(OFF_GRAPH_NOTE,)
+                )
+            )
+    return extra
 
 
 def read_torchscript(path: Path, options: LoadOptions) -> ModelIR:
@@ -126,16 +182,22 @@ def read_torchscript(path: Path, options: LoadOptions) -> ModelIR:
     shape = single_input_shape(options, path)
     recorded = _record_conv_inputs(module, shape, tensors, path) if shape else None
     cg = calls_from_torchscript(module)
-    built = GraphBuilder(cg, tensors, container="torchscript", module_of=modules.get, conv_inputs=recorded).build()
-    layers: list[Layer] = list(built.layers)
-    seen = {layer_name(c.args["weight"].key) for c in cg.calls if c.op in CONV_OPS and hasattr(c.args.get("weight"), "key")}
-    for name, sub in modules.items():
-        # scripted convs reached only inside control flow still show their geometry
-        if class_name(sub) in CONV_CLASSES and name not in seen and hasattr(sub, "padding_mode"):
-            layer = conv_from_module(name, sub, container="torchscript")
-            layers.append(ConvLayer(**{**layer.__dict__, "notes": ("not on the top-level graph (inside control flow): input size unknown",)}))
-    notes = [] if shape else ["TorchScript: input sizes unknown; pass --input-shape to record them by running the model once on zeros"]
+    built = GraphBuilder(
+        cg, tensors, container="torchscript", module_of=modules.get, conv_inputs=recorded
+    ).build()
+    layers = built.layers + _off_graph_layers(modules, built.layers, recorded or {})
+    notes = [] if shape else [TS_SIZES_NOTE]
     if not cg.calls:
-        raise ModelFileError(f"cannot read {path}: the TorchScript graph has no operations on its input")
+        raise ModelFileError(
+            f"cannot read {path}: the TorchScript graph has no operations on its input"
+        )
     input_shapes = {d.name: tuple(shape) for d in cg.inputs[:1]} if shape else {}
-    return ModelIR(str(path), "pytorch", tuple(layers), tuple(built.skipped), input_shapes, built.graph, tuple(notes))
+    return ModelIR(
+        str(path),
+        "pytorch",
+        tuple(layers),
+        tuple(built.skipped),
+        input_shapes,
+        built.graph,
+        tuple(notes),
+    )

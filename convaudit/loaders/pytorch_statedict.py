@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from convaudit.ir import ConvLayer, DenseLayer, Graph, GraphNode, Layer
+from convaudit.ir import ConvLayer, DenseLayer, Graph, GraphNode, Layer, SkippedLayer
 from convaudit.loaders.pytorch_archive import StateDict
 from convaudit.loaders.pytorch_modules import bn_params, provenance, to_numpy
 
@@ -35,17 +35,37 @@ BN_NOTE = "BatchNorm {bn!r} attached by key order (assumption: a state_dict has 
 
 
 def _bn_prefixes(tensors: Mapping[str, Any]) -> list[str]:
-    return [k[: -len(".running_mean")] for k in tensors if k.endswith(".running_mean") and k[: -len("running_mean")] + "running_var" in tensors]
+    return [
+        k[: -len(".running_mean")]
+        for k in tensors
+        if k.endswith(".running_mean") and k[: -len("running_mean")] + "running_var" in tensors
+    ]
 
 
-def layers_from_state_dict(sd: StateDict) -> tuple[list[Layer], list[str]]:
-    """Layers in key order, plus model notes."""
+def _skip_reason(key: str, tensor: Any) -> str | None:
+    """Why a kernel-like tensor cannot be read as a layer (None: it can, or it is no kernel)."""
+    if tensor.dim() not in (2, 3, 4, 5):
+        return None
+    if key.endswith(("weight_v", "weight_orig", ".original", ".original1")):
+        return (
+            "parametrized weight (weight_norm / spectral_norm): the kernel is computed at run time"
+        )
+    if key.endswith("weight") and not tensor.is_floating_point():
+        return (
+            f"stored as {tensor.dtype} (quantized or integer): only floating-point kernels are read"
+        )
+    return None
+
+
+def layers_from_state_dict(sd: StateDict) -> tuple[list[Layer], list[SkippedLayer], list[str]]:
+    """Layers in key order, the kernel-like tensors that could not be read, and model notes."""
     tensors = sd.tensors
     extra = {"nesting": ".".join(sd.nesting)} if sd.nesting else {}
     # safetensors sorts its keys by name: key order says nothing about the network there
     bn_prefixes = set(_bn_prefixes(tensors))
     pair_bn = sd.container != "safetensors"
     layers: list[Layer] = []
+    skipped: list[SkippedLayer] = []
     last_conv: int | None = None  # index in layers of the conv before the current key
     for key, tensor in tensors.items():
         prefix = key.rsplit(".", 1)[0] if "." in key else ""
@@ -54,13 +74,23 @@ def layers_from_state_dict(sd: StateDict) -> tuple[list[Layer], list[str]]:
                 conv = layers[last_conv]
                 assert isinstance(conv, ConvLayer)
                 if conv.bn is None and conv.out_channels == tensor.numel():
-                    bn = bn_params(prefix, tensors.get(prefix + ".weight"), tensors.get(prefix + ".bias"), tensor, tensors[prefix + ".running_var"], 1e-5)
+                    bn = bn_params(
+                        prefix,
+                        tensors.get(prefix + ".weight"),
+                        tensors.get(prefix + ".bias"),
+                        tensor,
+                        tensors[prefix + ".running_var"],
+                        1e-5,
+                    )
                     note = BN_NOTE.format(bn=prefix) + "; eps assumed 1e-5 (not stored)"
                     layers[last_conv] = dataclasses.replace(conv, bn=bn, notes=(*conv.notes, note))
             continue
         if last_conv is not None and prefix != layers[last_conv].name:
             last_conv = None  # something else sits between the conv and any later BN
-        if not key.endswith("weight") or not tensor.is_floating_point():
+        why = _skip_reason(key, tensor)
+        if why is not None:
+            skipped.append(SkippedLayer(key, why, "state_dict"))
+        if why is not None or not key.endswith("weight"):
             continue
         name = key[: -len(".weight")] if key.endswith(".weight") else key
         if tensor.dim() in (3, 4, 5):
@@ -72,11 +102,18 @@ def layers_from_state_dict(sd: StateDict) -> tuple[list[Layer], list[str]]:
             ))  # fmt: skip
             last_conv = len(layers) - 1
         elif tensor.dim() == 2:
-            layers.append(DenseLayer(name, to_numpy(tensor), _bias(tensors, name), provenance(key, tensor, sd.container, "oi", **extra)))
+            layers.append(
+                DenseLayer(
+                    name,
+                    to_numpy(tensor),
+                    _bias(tensors, name),
+                    provenance(key, tensor, sd.container, "oi", **extra),
+                )
+            )
     notes = [MODEL_NOTE]
     if not pair_bn:
         notes.append(SORTED_NOTE)
-    return layers, notes
+    return layers, skipped, notes
 
 
 def _bias(tensors: Mapping[str, Any], name: str) -> Any:
@@ -95,6 +132,15 @@ def chain_graph(layers: list[Layer]) -> Graph:
         current = out
         if isinstance(layer, ConvLayer) and layer.bn is not None:
             out = f"{layer.bn.name}:out#{i}"
-            nodes.append(GraphNode(layer.bn.name, "batchnorm", "batchnorm", (current,), (out,), {"folded_into": layer.name}))
+            nodes.append(
+                GraphNode(
+                    layer.bn.name,
+                    "batchnorm",
+                    "batchnorm",
+                    (current,),
+                    (out,),
+                    {"folded_into": layer.name},
+                )
+            )
             current = out
     return Graph(inputs=("input",), outputs=(current,), nodes=tuple(nodes), chain_assumed=True)

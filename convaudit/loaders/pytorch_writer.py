@@ -28,7 +28,9 @@ from convaudit.loaders.pytorch_archive import (
 from convaudit.loaders.pytorch_programs import load_exported_program, quiet_jit
 
 
-def _replacements(ir: ModelIR, updates: Mapping[str, np.ndarray]) -> tuple[str, str, dict[str, np.ndarray]]:
+def _replacements(
+    ir: ModelIR, updates: Mapping[str, np.ndarray]
+) -> tuple[str, str, dict[str, np.ndarray]]:
     """(container, nesting, {state_dict key: new kernel}) for the named layers."""
     by_name = {layer.name: layer for layer in ir.layers}
     found: dict[str, np.ndarray] = {}
@@ -36,12 +38,16 @@ def _replacements(ir: ModelIR, updates: Mapping[str, np.ndarray]) -> tuple[str, 
     for name, kernel in updates.items():
         layer = by_name.get(name)
         if layer is None or layer.provenance is None or layer.provenance.format != "pytorch":
-            raise ModelFileError(f"cannot write {name!r}: no PyTorch layer of that name in {ir.path}")
+            raise ModelFileError(
+                f"cannot write {name!r}: no PyTorch layer of that name in {ir.path}"
+            )
         prov = layer.provenance
         kinds.add((prov.get("container") or "zip", prov.get("nesting") or ""))
         found[prov.locator] = np.asarray(kernel)
     if len(kinds) > 1:
-        raise ModelFileError(f"cannot write {ir.path}: layers come from different containers {sorted(kinds)}")
+        raise ModelFileError(
+            f"cannot write {ir.path}: layers come from different containers {sorted(kinds)}"
+        )
     container, nesting = kinds.pop() if kinds else ("zip", "")
     return container, nesting, found
 
@@ -55,7 +61,9 @@ def _assign(tensors: Mapping[str, Any], new: Mapping[str, np.ndarray], path: str
         if target is None:
             raise ModelFileError(f"cannot write {path}: tensor {key!r} is no longer in the file")
         if tuple(target.shape) != kernel.shape:
-            raise ModelFileError(f"cannot write {key!r}: new kernel has shape {kernel.shape}, the file stores {tuple(target.shape)}")
+            raise ModelFileError(
+                f"cannot write {key!r}: new kernel has shape {kernel.shape}, the file stores {tuple(target.shape)}"
+            )
         with torch.no_grad():
             target.copy_(torch.from_numpy(np.ascontiguousarray(kernel)).to(target.dtype))
 
@@ -66,7 +74,9 @@ def _nested(obj: Any, nesting: str) -> Any:
     return obj
 
 
-def _write_pickle(ir: ModelIR, dest: Path, container: str, nesting: str, new: Mapping[str, np.ndarray]) -> None:
+def _write_pickle(
+    ir: ModelIR, dest: Path, container: str, nesting: str, new: Mapping[str, np.ndarray]
+) -> None:
     import torch
 
     path = Path(ir.path)

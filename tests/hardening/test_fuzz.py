@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from convaudit.errors import ConvauditError
@@ -92,6 +92,9 @@ def test_mutated_files_load_or_raise_convaudit_errors(corpus, flavour):
         max_examples=EXAMPLES,
         deadline=None,
         derandomize=EXAMPLES <= 50,  # reproducible in CI; the long run explores
+        # No shrinking: one mutated HDF5 file can take seconds to parse, and the failing
+        # example is printed as it is (a handful of edits).
+        phases=[Phase.explicit, Phase.reuse, Phase.generate],
         suppress_health_check=[HealthCheck.too_slow],
     )
     @given(edits=st.lists(mutation, min_size=1, max_size=4))

@@ -60,6 +60,8 @@ def _sequential_1d(keras):
             keras.Input((20, 2)),
             layers.Conv1D(3, 5, padding="causal", dilation_rate=2, name="causal"),
             layers.Conv1D(4, 3, strides=2, padding="same", name="strided"),
+            layers.DepthwiseConv1D(3, depth_multiplier=2, padding="same", name="dw1"),
+            layers.SeparableConv1D(4, 3, dilation_rate=2, padding="same", name="sep1"),
             layers.AveragePooling1D(2, padding="same", name="avg"),
             layers.Conv1DTranspose(2, 3, strides=2, name="ct1"),
             layers.Conv1DTranspose(2, 3, strides=2, padding="same", name="ct1_same"),

@@ -168,3 +168,11 @@ def test_quantized_dense_is_skipped_not_misread(cases, tmp_path):
     assert [c.name for c in ir.convs] == ["qc"] and not ir.denses
     assert [(s.name, s.op) for s in ir.skipped] == [("qd", "Dense")]
     assert "quantised" in ir.skipped[0].reason
+
+
+def test_hdf5_with_unrelated_groups_is_not_keras(tmp_path):
+    path = tmp_path / "data.hdf5"
+    with h5py.File(path, "w") as f:
+        f.create_group("experiment/run1")["images"] = np.zeros((2, 8, 8, 3), np.float32)
+    with pytest.raises(ModelFileError, match="without Keras structure"):
+        load(path)

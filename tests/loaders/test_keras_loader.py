@@ -193,7 +193,7 @@ def test_input_shape_errors(cases):
 def test_weights_only_files_read_kernels_and_say_geometry_is_unknown(cases, flavour):
     ir = load(cases["f2d"].files[flavour])
     ref = {c.name: c for c in load(cases["f2d"].files["keras"]).convs}
-    assert ir.graph is None and any("no model config" in n for n in ir.notes)
+    assert ir.graph is None and any("weights only" in n for n in ir.notes)
     assert {c.name for c in ir.convs} == set(ref)
     for conv in ir.convs:
         assert conv.stride == (1, 1) and conv.input_size is None
@@ -324,3 +324,100 @@ def test_keras2_sequential_config_dialects(cases, bare_list, tmp_path):
         (c.name, c.input_size, c.padding, c.stride) for c in ref.convs
     ]
     assert [n.kind for n in got.graph.nodes] == [n.kind for n in ref.graph.nodes]  # type: ignore[union-attr]
+
+
+def test_subclassed_model_falls_back_to_weights_only(cases, tmp_path):
+    import keras
+
+    class TinyNet(keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.conv = keras.layers.Conv2D(3, 3, name="conv")
+            self.head = keras.layers.Dense(2, name="head")
+
+        def call(self, x):
+            return self.head(keras.ops.mean(self.conv(x), axis=(1, 2)))
+
+    model = TinyNet()
+    model(np.zeros((1, 8, 8, 2), np.float32))
+    path = tmp_path / "sub.keras"
+    model.save(path)
+    ir = load(path)
+    assert any("subclassed" in n for n in ir.notes) and ir.graph is None
+    (conv,) = ir.convs
+    assert conv.name == "conv" and conv.input_size is None and conv.stride == (1, 1)
+    np.testing.assert_array_equal(conv.kernel, model.conv.kernel.numpy().transpose(3, 2, 0, 1))
+    assert [d.name for d in ir.denses] == ["head"]
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_optimizer_state_is_never_read_as_kernels(cases, suffix, tmp_path):
+    """A compiled, trained model stores conv-shaped Adam moments next to the weights."""
+    import warnings
+
+    import keras
+
+    model = keras.Sequential(
+        [keras.Input((6, 6, 2)), keras.layers.Conv2D(3, 3, name="c"), keras.layers.Flatten()]
+    )
+    model.compile("adam", "mse")
+    model.fit(np.ones((4, 6, 6, 2)), np.zeros((4, 48)), verbose=0)
+    path = tmp_path / f"trained{suffix}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.save(path)
+    ir = load(path)
+    assert [c.name for c in ir.convs] == ["c"] and not ir.skipped
+    assert "optimizer" not in ir.convs[0].provenance.locator  # type: ignore[union-attr]
+
+
+def test_graph_of_activation_and_pooling_layers(cases, tmp_path):
+    import keras
+    from keras import layers
+
+    model = keras.Sequential(
+        [
+            keras.Input((7, 7, 2)),
+            layers.Conv2D(4, 3, padding="same", name="conv"),
+            layers.PReLU(name="prelu"),
+            layers.LeakyReLU(negative_slope=0.1, name="leaky"),
+            layers.ELU(alpha=0.5, name="elu"),
+            layers.ReLU(max_value=6.0, name="relu6"),
+            layers.AveragePooling2D(2, padding="same", name="avg"),
+            layers.Rescaling(0.5, name="half"),
+            layers.Reshape((-1,), name="flat"),
+            layers.Softmax(name="soft"),
+        ]
+    )
+    model.get_layer("prelu").alpha.assign(np.full((7, 7, 4), -3.0, np.float32))
+    path = tmp_path / "acts.keras"
+    model.save(path)
+    nodes = {n.name: n for n in load(path).graph.nodes}  # type: ignore[union-attr]
+    assert nodes["prelu"].attrs == {"fn": "prelu", "slope": 3.0}
+    assert nodes["leaky"].attrs == {"fn": "leaky_relu", "alpha": pytest.approx(0.1)}
+    assert nodes["elu"].attrs == {"fn": "elu", "alpha": 0.5}
+    assert nodes["relu6"].attrs == {"fn": "relu", "max_value": 6.0}
+    avg = nodes["avg"]
+    assert avg.kind == "avgpool" and avg.attrs["padding"] == ((0, 1), (0, 1))
+    assert avg.attrs["input_size"] == (7, 7) and avg.attrs["count_include_pad"] is False
+    assert nodes["half"].kind == "mul_const" and nodes["half"].attrs["value"] == 0.5
+    assert nodes["flat"].kind == "identity" and nodes["soft"].attrs == {"fn": "softmax"}
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_sizes_continue_past_a_lambda_from_recorded_shapes(cases, suffix, tmp_path):
+    """Keras 3 writes each call's input shape into the config: used where no rule applies."""
+    import warnings
+
+    import keras
+    from keras import layers
+
+    inp = keras.Input((9, 8, 2), name="x")
+    y = layers.Lambda(lambda t: t[:, ::2], name="every_other_row")(inp)
+    model = keras.Model(inp, layers.Conv2D(3, 3, name="after")(y))
+    path = tmp_path / f"lam{suffix}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.save(path)
+    (conv,) = load(path).convs
+    assert conv.input_size == (5, 8) == tuple(model.get_layer("after").input.shape[1:3])

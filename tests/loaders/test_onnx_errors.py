@@ -165,3 +165,26 @@ def test_empty_file_with_suffix(tmp_path: Path) -> None:
     path = tmp_path / "empty.onnx"
     path.write_bytes(b"")
     expect_error(path, "not an ONNX model")
+
+
+def test_malformed_conv_attributes_skip_the_layer(legacy: Exported, tmp_path: Path) -> None:
+    def bad_pads(model: onnx.ModelProto) -> None:
+        conv = next(n for n in model.graph.node if n.op_type == "Conv")
+        pads = next(a for a in conv.attribute if a.name == "pads")
+        del pads.ints[:]
+        pads.ints.extend([1, 1, 1])
+
+    ir = OnnxLoader().load(damaged(legacy, tmp_path, bad_pads), LoadOptions())
+    assert len(ir.skipped) == 1 and "pads [1, 1, 1] must have 2 entries" in ir.skipped[0].reason
+    assert len(ir.convs) == 2
+
+
+def test_names_that_are_not_utf8(legacy: Exported, tmp_path: Path) -> None:
+    data = bytearray(legacy.path.read_bytes())
+    name = b"a.weight"  # an initializer name the exporter wrote
+    at = data.find(name)
+    assert at > 0
+    data[at] = 0xC0  # not a valid UTF-8 start byte
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(bytes(data))
+    expect_error(path, "not valid UTF-8|not a valid ONNX file")

@@ -175,3 +175,23 @@ def test_format_is_detected_from_content(legacy_2d: Exported, tmp_path: Path) ->
     renamed.write_bytes(legacy_2d.path.read_bytes())
     assert OnnxLoader.sniff(renamed, renamed.read_bytes()[:4096])
     assert detect(renamed) is OnnxLoader
+
+
+def test_onnxruntime_optimised_model(legacy_2d: Exported, tmp_path: Path) -> None:
+    """A model saved by onnxruntime's optimiser (FusedConv, extra domains) reads the same."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(str(legacy_2d.path), options, providers=["CPUExecutionProvider"])
+    ir = load(tmp_path / "opt.onnx")
+    assert "FusedConv" in {c.provenance.get("op") for c in ir.convs}
+    assert_matches(ir, legacy_2d, bn_fused_by_exporter=True)
+    fused = [c.name for c in ir.convs if c.provenance.get("op") == "FusedConv"]
+    nodes = [n for n in ir.graph.nodes if n.op == "FusedConv"]
+    assert [n.kind for n in nodes] == ["conv", "activation"] * len(fused)
+    for conv, act, name in zip(nodes[::2], nodes[1::2], fused, strict=True):
+        assert conv.attrs == {"layer": name} and act.attrs["fn"] == "relu"
+        assert act.inputs == conv.outputs
+    assert not [n for n in ir.graph.nodes if n.kind == "unknown"]

@@ -51,6 +51,7 @@ class Zoo(nn.Module):
         x = self.prelu(x)
         x = nn.functional.relu6(x) * 0.5 - 3.0
         x = x / 4.0
+        x = torch.maximum(x, torch.tensor(-10.0))
         x = nn.functional.max_pool2d(x, 3, stride=2, padding=1)
         x = nn.functional.avg_pool2d(x, 2, count_include_pad=False)
         x = nn.functional.interpolate(x, scale_factor=3, mode="nearest")
@@ -82,10 +83,12 @@ def test_every_op_of_the_zoo_is_classified(zoo: ModelIR) -> None:
         "leaky_relu",
         "prelu",
         "clip",
+        "clip",  # torch.maximum with a constant
         "sigmoid",
         "softmax",
     ]
-    by_fn = {n.attrs["fn"]: n for n in graph.nodes if n.kind == "activation"}
+    by_fn = {n.attrs["fn"]: n for n in graph.nodes if n.kind == "activation" and n.op != "Max"}
+    assert next(n for n in graph.nodes if n.op == "Max").attrs["min"] == -10.0
     assert by_fn["leaky_relu"].attrs["alpha"] == pytest.approx(0.2)
     np.testing.assert_allclose(by_fn["prelu"].attrs["slope"].ravel(), [0.3] * 4, rtol=1e-6)
     assert (by_fn["clip"].attrs["min"], by_fn["clip"].attrs["max"]) == (0.0, 6.0)

@@ -132,3 +132,19 @@ def test_shufflenet_grouped_convs(light_irs: dict[str, ModelIR]) -> None:
     assert grouped and all(isinstance(c, ConvLayer) for c in grouped)
     for conv in grouped:
         assert conv.kernel.shape[1] * conv.groups == conv.in_channels
+
+
+def test_content_sniffing_on_real_files(shared_models: Path, onnx_light_models: list[Path]) -> None:
+    """Every real ONNX file is recognised by content alone; no other real file is claimed."""
+    from convaudit.loaders.onnx import looks_like_onnx
+
+    onnx_files = [*shared_models.glob("*.onnx"), *onnx_light_models]
+    others = [p for p in shared_models.iterdir() if p.suffix != ".onnx"]
+    others += [p.with_name(p.stem + "_output_0.pb") for p in onnx_light_models]
+    for path in onnx_files:
+        assert looks_like_onnx(path.read_bytes()[:4096]), path.name
+    for path in others:
+        if path.is_file():
+            head = path.read_bytes()[:4096]
+            assert not looks_like_onnx(head), path.name
+            assert not OnnxLoader.sniff(path, head), path.name

@@ -135,3 +135,22 @@ def test_huge_constant_of_shape_is_not_allocated(tmp_path: Path) -> None:
     ir = load(save(tmp_path / "m.onnx", nodes, [x_info], [shape]))
     assert not ir.layers and ir.skipped[0].name == "conv"
     assert "more than 2 GiB" in ir.skipped[0].reason
+
+
+def test_tied_weights_are_written_together_or_not_at_all(tmp_path: Path) -> None:
+    from convaudit.errors import UnsupportedLayerError
+
+    w = RNG.standard_normal((3, 3, 3, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["h"], name="first", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["h", "w"], ["y"], name="second", pads=[1, 1, 1, 1]),
+    ]
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 3, 5, 5))
+    ir = load(save(tmp_path / "m.onnx", nodes, [x_info], [numpy_helper.from_array(w, "w")]))
+    out = tmp_path / "out.onnx"
+    with pytest.raises(UnsupportedLayerError, match="shared with second"):
+        write_kernels(ir, out, {"first": w * 0.5})
+    with pytest.raises(UnsupportedLayerError, match="differ"):
+        write_kernels(ir, out, {"first": w * 0.5, "second": w * 0.25})
+    write_kernels(ir, out, {"first": w * 0.5, "second": w * 0.5})
+    assert [c.kernel for c in load(out).convs][1].tolist() == (w * 0.5).tolist()

@@ -412,12 +412,23 @@ def test_decomposed_export_reads_core_aten(tmp_path: Path) -> None:
     for name in ("dw", "grouped", "up"):  # circular / reflect pads decompose into indexing ops
         key = table[name]
         layer = ir.layer(name)
-        assert (layer.stride, layer.dilation, layer.groups, layer.transposed) == (GEOMETRY[key][0], GEOMETRY[key][1], GEOMETRY[key][3], GEOMETRY[key][5])
+        assert (layer.stride, layer.dilation, layer.groups, layer.transposed) == (
+            GEOMETRY[key][0],
+            GEOMETRY[key][1],
+            GEOMETRY[key][3],
+            GEOMETRY[key][5],
+        )
 
 
 def test_dynamic_export_needs_and_takes_input_shape(tmp_path: Path) -> None:
     model, _, table = make("2d")
-    dims = {"x": {0: torch.export.Dim("b", max=8), 2: 8 * torch.export.Dim("h", min=1, max=8), 3: 8 * torch.export.Dim("w", min=1, max=8)}}
+    dims = {
+        "x": {
+            0: torch.export.Dim("b", max=8),
+            2: 8 * torch.export.Dim("h", min=1, max=8),
+            3: 8 * torch.export.Dim("w", min=1, max=8),
+        }
+    }
     ep = torch.export.export(model, (torch.zeros(2, 3, 16, 16),), dynamic_shapes=dims)
     path = tmp_path / "dyn.pt2"
     torch.export.save(ep, path)
@@ -449,3 +460,89 @@ def test_scripted_control_flow_is_an_unknown_node_and_keeps_its_convs(tmp_path: 
     assert branch.kind == "unknown" and branch.outputs == ir.graph.outputs
     conv_a = next(n for n in ir.graph.nodes if n.attrs.get("layer") == "a")
     assert conv_a.outputs[0] in branch.inputs  # the branch reads a's output
+
+
+class Splitter(nn.Module):
+    """split / chunk pieces and x + x must stay on the graph (a dropped piece would hide L)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(4, 4, 1)
+        self.b = nn.Conv2d(2, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        left, right = torch.split(self.a(x), 2, dim=1)
+        y = torch.cat([self.b(right), left], dim=1)
+        return y + y
+
+
+@pytest.mark.parametrize("writer", ["export", "trace"])
+def test_split_pieces_and_repeated_inputs_stay_on_the_graph(tmp_path: Path, writer: str) -> None:
+    model, shape = Splitter().eval(), (1, 4, 5, 5)
+    path = tmp_path / "s.bin"
+    if writer == "export":
+        torch.export.save(torch.export.export(model, (torch.zeros(shape),)), path)
+    else:
+        torch.jit.save(torch.jit.trace(model, torch.zeros(shape)), path)
+    graph = load(path).graph
+    assert all(n.kind != "unknown" for n in graph.nodes), [(n.op, n.kind) for n in graph.nodes]
+    add = next(n for n in graph.nodes if n.kind == "add")
+    assert len(add.inputs) == 2 and add.inputs[0] == add.inputs[1]
+    concat = next(n for n in graph.nodes if n.kind == "concat")
+    b = next(n for n in graph.nodes if n.attrs.get("layer") == "b")
+    assert b.outputs[0] in concat.inputs and len(concat.inputs) == 2
+    produced = {o for n in graph.nodes for o in n.outputs}
+    assert all(i in produced or i in graph.inputs for n in graph.nodes for i in n.inputs)
+
+
+def test_parametrized_and_integer_weights_are_reported_not_dropped(tmp_path: Path) -> None:
+    from torch.nn.utils import parametrizations
+
+    net = nn.Sequential(
+        parametrizations.weight_norm(nn.Conv2d(1, 2, 3)),
+        parametrizations.spectral_norm(nn.Conv2d(2, 2, 3)),
+        nn.Conv2d(2, 2, 1),
+    )
+    sd = net.state_dict()
+    sd["int.weight"] = torch.ones(2, 2, 3, 3, dtype=torch.int8)
+    torch.save(sd, tmp_path / "p.pt")
+    ir = load(tmp_path / "p.pt")
+    assert [c.name for c in ir.convs] == ["2"]
+    reasons = {s.name: s.reason for s in ir.skipped}
+    assert set(reasons) == {
+        "0.parametrizations.weight.original1",
+        "1.parametrizations.weight.original",
+        "int.weight",
+    }
+    assert "computed at run time" in reasons["1.parametrizations.weight.original"]
+    assert "int8" in reasons["int.weight"]
+
+
+class ExportBreaker(nn.Module):
+    """Data-dependent Python control flow (torch.export refuses it) and an unused aux head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(1, 2, 3, stride=2)
+        self.bn = nn.BatchNorm2d(2)
+        self.b = nn.Conv2d(2, 2, 3, dilation=2)
+        self.aux = nn.Conv2d(2, 5, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn(self.a(x))
+        if float(y.abs().max()) >= 0:
+            y = self.b(y)
+        return y
+
+
+def test_arch_falls_back_to_an_assumed_chain_and_reports_unused_modules(tmp_path: Path) -> None:
+    model = ExportBreaker().eval()
+    torch.save(model.state_dict(), tmp_path / "sd.pt")
+    ir = load(tmp_path / "sd.pt", arch=f"{__name__}:ExportBreaker", input_shapes={"": (1, 1, 13, 13)})
+    assert [c.name for c in ir.convs] == ["a", "b"]
+    assert ir.layer("a").input_size == (13, 13) and ir.layer("b").input_size == (6, 6)
+    assert ir.layer("a").stride == (2, 2) and ir.layer("b").dilation == (2, 2)
+    assert ir.layer("a").bn is not None and ir.layer("a").bn.name == "bn"
+    assert ir.graph.chain_assumed and any("torch.export failed" in n for n in ir.notes)
+    assert [n.kind for n in ir.graph.nodes] == ["conv", "batchnorm", "conv"]
+    assert [s.name for s in ir.skipped] == ["aux"] and "never called" in ir.skipped[0].reason

@@ -1,0 +1,108 @@
+"""Where and how the engine computes: device, dtype, memory budget, chunks, worker threads."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+
+from convaudit.engine.results import EngineOptions
+from convaudit.errors import ConfigError, ResourceLimitError
+
+T = TypeVar("T")
+
+#: bytes one frequency block needs beyond its own storage (LAPACK copies, workspace, output)
+_WORK_FACTOR = 4
+
+
+def total_memory() -> int:
+    """Physical RAM in bytes (falls back to 8 GiB where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 8 * 1024**3
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    real: torch.dtype
+    complex: torch.dtype
+    max_memory: int
+    threads: int
+
+    @property
+    def itemsize(self) -> int:
+        """Bytes of one complex entry."""
+        return 16 if self.real == torch.float64 else 8
+
+
+def runtime(options: EngineOptions) -> Runtime:
+    """Resolve EngineOptions into torch objects; validate device and dtype."""
+    if options.dtype not in ("float32", "float64"):
+        raise ConfigError(f"unknown dtype {options.dtype!r}", hint="use float32 or float64")
+    name = options.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device cuda was requested but torch sees no CUDA device", hint="use cpu or auto")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {options.device!r}", hint="use cpu, cuda or auto") from None
+    real = torch.float64 if options.dtype == "float64" else torch.float32
+    cplx = torch.complex128 if real == torch.float64 else torch.complex64
+    budget = options.max_memory if options.max_memory is not None else total_memory() // 4
+    threads = options.threads if options.threads else (os.cpu_count() or 1)
+    if device.type != "cpu":
+        threads = 1  # one stream: the GPU batches internally
+    return Runtime(device, real, cplx, int(budget), max(1, int(threads)))
+
+
+def chunk_size(rt: Runtime, per_item_bytes: int, total: int, *, what: str) -> int:
+    """How many frequencies one chunk may hold so that all workers together stay in budget."""
+    need = per_item_bytes * _WORK_FACTOR
+    fit = rt.max_memory // (need * rt.threads)
+    if fit < 1:
+        raise ResourceLimitError(
+            f"{what}: one frequency needs {need} bytes, over the memory budget of {rt.max_memory} bytes",
+            hint="raise the memory budget (--max-memory)",
+        )
+    if rt.device.type == "cpu":
+        # Several chunks per worker keep both the progress callback and the threads busy.
+        fit = min(fit, max(1, -(-total // (4 * rt.threads))))
+    return max(1, min(fit, total))
+
+
+def chunks(total: int, size: int) -> Iterator[slice]:
+    for start in range(0, total, size):
+        yield slice(start, min(total, start + size))
+
+
+def run_chunks(
+    rt: Runtime,
+    work: Callable[[slice], T],
+    parts: Sequence[slice],
+    progress: Callable[[int, int, str], None] | None,
+    what: str,
+) -> list[T]:
+    """Run ``work`` over the chunks, on worker threads on CPU (torch releases the GIL inside
+    LAPACK), reporting progress in chunk order. Results come back in chunk order."""
+    results: list[T] = []
+    total = len(parts)
+    if rt.threads <= 1 or total <= 1:
+        for i, part in enumerate(parts):
+            results.append(work(part))
+            if progress is not None:
+                progress(i + 1, total, what)
+        return results
+    with ThreadPoolExecutor(max_workers=rt.threads) as pool:
+        for i, result in enumerate(pool.map(work, parts)):
+            results.append(result)
+            if progress is not None:
+                progress(i + 1, total, what)
+    return results
