@@ -20,7 +20,6 @@ from convaudit.empirical import (
     SearchOptions,
     onnx_blackbox,
     search_autograd,
-    search_blackbox,
     torch_program,
 )
 from convaudit.errors import ConvauditError, InputShapeError, UnsupportedLayerError
@@ -107,8 +106,7 @@ def empirical_bound(ir: ModelIR, options: AuditOptions) -> EmpiricalBound:
     TorchScript and torch.export programs."""
     shapes = _input_shapes(ir, options.input_shapes or {})
     if ir.format == "onnx":
-        fn, input_shapes, dtype = onnx_blackbox(ir.path, shapes)
-        return search_blackbox(fn, input_shapes, options.search, dtype=dtype)
+        return onnx_blackbox(ir.path, shapes).search(options.search)
     if ir.format == "pytorch":
         program = torch_program(ir.path)
         if len(shapes) != 1:

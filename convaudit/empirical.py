@@ -59,12 +59,14 @@ class EmpiricalBound:
         return f"{self.value:.6g} (lower bound: largest ||f(x)-f(y)||/||x-y|| found, {self.method})"
 
 
-def _split(z: Any, shapes: Sequence[tuple[int, ...]]) -> list[Any]:
-    """Cut a flat vector (numpy or torch) into the input tensors."""
+def _split(z: Any, shapes: Sequence[tuple[int, ...]], *, flat: bool = False) -> list[Any]:
+    """Cut a flat vector (numpy or torch) into the input tensors (``flat``: just the slices
+    along axis 0, e.g. of a (n, samples) array)."""
     out, start = [], 0
     for shape in shapes:
         n = math.prod(shape)
-        out.append(z[start : start + n].reshape(shape))
+        part = z[start : start + n]
+        out.append(part.T if flat else part.reshape(shape))
         start += n
     return out
 
@@ -75,41 +77,69 @@ def search_blackbox(
     options: SearchOptions | None = None,
     *,
     dtype: Any = np.float32,
+    batch: bool = False,
 ) -> EmpiricalBound:
-    """Zeroth-order search on a black-box model (numpy in, numpy out)."""
+    """Zeroth-order search on a black-box model (numpy in, numpy out).
+
+    ``batch``: the model takes several samples stacked along axis 0 of every input (whose
+    given shapes then start with 1) and returns them along axis 0 of every output: a block
+    of directions is evaluated in one call.
+    """
     opt = options or SearchOptions()
     rng = np.random.default_rng(opt.seed)
     n = sum(math.prod(s) for s in input_shapes)
     h = opt.step * math.sqrt(n)
     evals = 0
 
-    def f(z: np.ndarray) -> np.ndarray:
+    def f_many(zs: np.ndarray) -> np.ndarray:
+        """Outputs (flattened, concatenated) for each row of zs."""
         nonlocal evals
-        evals += 1
+        evals += len(zs)
+        if not batch:
+            return np.stack([f_one(z) for z in zs])
+        arrays = [
+            part.reshape(len(zs), *shape[1:]).astype(dtype)
+            for part, shape in zip(_split(zs.T, input_shapes, flat=True), input_shapes, strict=True)
+        ]
+        outs = fn(arrays)
+        return np.concatenate(
+            [np.asarray(o, np.float64).reshape(len(zs), -1) for o in outs], axis=1
+        )
+
+    def f_one(z: np.ndarray) -> np.ndarray:
         outs = fn([part.astype(dtype) for part in _split(z, input_shapes)])
         return np.concatenate([np.asarray(o, np.float64).ravel() for o in outs])
 
-    def ratio(x: np.ndarray, fx: np.ndarray, v: np.ndarray) -> float:
-        y = x + h * v
-        # the realised step after casting to the model's dtype, not the intended one
-        dx = np.linalg.norm(y.astype(dtype).astype(np.float64) - x.astype(dtype).astype(np.float64))
-        return float(np.linalg.norm(f(y) - fx) / dx) if dx > 0 else 0.0
+    def realised(x: np.ndarray, y: np.ndarray) -> float:
+        # the step after casting to the model's dtype, not the intended one
+        return float(
+            np.linalg.norm(y.astype(dtype).astype(np.float64) - x.astype(dtype).astype(np.float64))
+        )
 
     best = 0.0
     for _ in range(opt.trials):
         x = rng.normal(0.0, opt.scale, n)
-        fx = f(x)
         v_best = rng.normal(size=n)
         v_best /= np.linalg.norm(v_best)
         for _ in range(opt.iterations):
             dirs = rng.normal(size=(opt.block, n))
             dirs[0] = v_best
             q, _ = np.linalg.qr(dirs.T)  # orthonormal columns spanning the block
-            jv = np.stack([(f(x + h * q[:, i]) - fx) / h for i in range(q.shape[1])], axis=1)
+            points = np.concatenate([x[None, :], x[None, :] + h * q.T])
+            outs = f_many(points)
+            jv = (outs[1:] - outs[0]).T / h
+            for i in range(q.shape[1]):  # every evaluated pair is a measured ratio
+                dx = realised(x, points[i + 1])
+                if dx > 0:
+                    best = max(best, float(np.linalg.norm(outs[i + 1] - outs[0]) / dx))
             _, _, wt = np.linalg.svd(jv, full_matrices=False)
             v_best = q @ wt[0]
             v_best /= np.linalg.norm(v_best)
-            best = max(best, ratio(x, fx, v_best))
+        y = x + h * v_best
+        pair = f_many(np.stack([x, y]))
+        dx = realised(x, y)
+        if dx > 0:
+            best = max(best, float(np.linalg.norm(pair[1] - pair[0]) / dx))
     return EmpiricalBound(best, "zeroth-order block search on finite differences", evals, opt)
 
 
@@ -192,13 +222,28 @@ _FLOAT_TYPES = {
 }
 
 
-def onnx_blackbox(
-    path: str | Path, input_shapes: Mapping[str, tuple[int, ...]]
-) -> tuple[BlackBox, list[tuple[int, ...]], Any]:
-    """An onnxruntime session as a black box over the model's float inputs and outputs.
+@dataclass(frozen=True)
+class OnnxRunner:
+    """An onnxruntime session as a black box: ``fn`` over ``shapes`` (session order) in
+    ``dtype``; ``batch`` when every input and output has a dynamic leading (batch) dim of 1."""
 
-    Returns (fn, input shapes in session order, input dtype). ``input_shapes`` fixes dynamic
-    dims (key "" for a single-input model).
+    fn: BlackBox
+    shapes: list[tuple[int, ...]]
+    dtype: Any
+    batch: bool
+
+    def search(self, options: SearchOptions | None = None) -> EmpiricalBound:
+        return search_blackbox(self.fn, self.shapes, options, dtype=self.dtype, batch=self.batch)
+
+
+def _dynamic_batch(args: Sequence[Any]) -> bool:
+    return all(len(a.shape) > 0 and not isinstance(a.shape[0], int) for a in args)
+
+
+def onnx_blackbox(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]]) -> OnnxRunner:
+    """The model's float inputs -> float outputs, run by onnxruntime on the CPU.
+
+    ``input_shapes`` fixes dynamic dims (key "" for a single-input model).
     """
     import onnxruntime as ort
 
@@ -214,8 +259,10 @@ def onnx_blackbox(
             raise UnsupportedLayerError(f"input {arg.name} is {arg.type}, not a float tensor")
         dtypes.add(_FLOAT_TYPES[arg.type])
         given = input_shapes.get(arg.name) or (input_shapes.get("") if len(inputs) == 1 else None)
-        static = [d if isinstance(d, int) and d > 0 else None for d in arg.shape]
-        shape = tuple(given) if given else tuple(d if d is not None else -1 for d in static)
+        static = [d if isinstance(d, int) and d > 0 else -1 for d in arg.shape]
+        if static and static[0] == -1:
+            static[0] = 1  # a dynamic batch dim: one sample
+        shape = tuple(given) if given else tuple(static)
         if any(d <= 0 for d in shape):
             raise UnsupportedLayerError(
                 f"input {arg.name} has dynamic dims {arg.shape}", hint="pass --input-shape"
@@ -234,7 +281,11 @@ def onnx_blackbox(
         }
         return session.run(outputs, feed)
 
-    return run, shapes, dtype
+    float_outputs = [o for o in session.get_outputs() if o.type in _FLOAT_TYPES]
+    batch = (
+        _dynamic_batch(inputs) and _dynamic_batch(float_outputs) and all(s[0] == 1 for s in shapes)
+    )
+    return OnnxRunner(run, shapes, dtype, batch)
 
 
 def torch_program(path: str | Path) -> Callable[..., Any]:
@@ -269,6 +320,7 @@ def torch_program(path: str | Path) -> Callable[..., Any]:
 __all__ = [
     "BlackBox",
     "EmpiricalBound",
+    "OnnxRunner",
     "SearchOptions",
     "onnx_blackbox",
     "search_autograd",

@@ -195,7 +195,7 @@ class _Evaluator:
         self.baseline = baseline
         self.ignores = [IgnoreRule.parse(text) for text in settings.ignore]
 
-    def status(self, code: str, model: ModelCheck, layer: str, *, accepted: bool = False) -> Status:
+    def status(self, code: str, layer: str, *, accepted: bool) -> Status:
         if any(rule.matches(code, layer) for rule in self.ignores):
             return "ignored"
         if accepted:
@@ -205,17 +205,18 @@ class _Evaluator:
         return "fail"
 
     def finding(
-        self, code: str, model: ModelCheck, layer: str, message: str, **kw: float | None
+        self,
+        code: str,
+        model: ModelCheck,
+        layer: str,
+        message: str,
+        *,
+        value: float | None = None,
+        limit: float | None = None,
+        accepted: bool = False,
     ) -> Finding:
-        accepted = bool(kw.pop("accepted", False))
-        return Finding(
-            code,
-            model.path,
-            layer,
-            message,
-            self.status(code, model, layer, accepted=accepted),
-            **kw,
-        )
+        status = self.status(code, layer, accepted=accepted)
+        return Finding(code, model.path, layer, message, status, value, limit)
 
     def limit_check(
         self,

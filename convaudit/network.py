@@ -86,12 +86,25 @@ class NetworkBound:
     def describe(self) -> str:
         if not self.bounded:
             if self.blocked_by:
-                return "unbounded (" + "; ".join(b.describe() for b in self.blocked_by) + ")"
+                return "unbounded (" + "; ".join(_grouped(self.blocked_by)) + ")"
             return "unbounded (the bound overflows the float range)"
         label = "certified upper bound"
         if self.assumed:
             label += ", assuming the layers form a plain chain in module order"
         return f"{self.value:.6g} ({label})"
+
+
+def _grouped(blockers: tuple[Blocker, ...], shown: int = 3) -> list[str]:
+    """One phrase per (op, reason): 'op Mul at nodes a, b, c (+7 more): why'."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for b in blockers:
+        groups.setdefault((b.op, b.reason), []).append(b.node)
+    out = []
+    for (op, reason), nodes in groups.items():
+        where = f"node {nodes[0]}" if len(nodes) == 1 else "nodes " + ", ".join(nodes[:shown])
+        more = f" (+{len(nodes) - shown} more)" if len(nodes) > shown else ""
+        out.append(f"op {op} at {where}{more}: {reason}")
+    return out
 
 
 def _product(values: list[float]) -> float:
@@ -113,6 +126,10 @@ class _Propagation:
         self.factors: list[float] = []  # per-layer sigma_max used, for the naive product
         self.layers_used: list[str] = []
         self.notes: list[str] = []
+        self.readers: dict[str, list[GraphNode]] = {}
+        for node in graph.nodes:
+            for tensor in set(node.inputs):
+                self.readers.setdefault(tensor, []).append(node)
 
     def L(self, tensor: str) -> float:
         # A tensor no node produces and that is not a graph input is a constant (a weight, a
@@ -149,7 +166,8 @@ class _Propagation:
         return self.L(node.inputs[0])
 
     def scale(self, lip: float, factor: float) -> float:
-        return 0.0 if lip == 0.0 else lip * factor
+        # a constant in gives a constant out, and x * 0 is constant whatever x (no inf * 0 = nan)
+        return 0.0 if lip == 0.0 or factor == 0.0 else lip * factor
 
     def layer_bound(self, node: GraphNode, *, folded: bool = False) -> float:
         name = node.attrs.get("layer")
@@ -235,7 +253,7 @@ class _Propagation:
         name = node.attrs.get("layer")
         if name not in self.bounds.folded:
             return False
-        readers = [n for n in self.graph.nodes if set(n.inputs) & set(node.outputs)]
+        readers = [n for t in node.outputs for n in self.readers.get(t, ())]
         return (
             bool(readers)
             and all(n.kind == "batchnorm" and n.attrs.get("folded_into") == name for n in readers)

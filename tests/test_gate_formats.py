@@ -212,7 +212,7 @@ def test_table_shows_bounds_findings_and_verdict():
     text = renderer(CheckFormat.TABLE)(sample_result())
     assert "graph bound: 10 (certified upper bound)" in text
     assert "naive product 5.4 (naive; not a bound with skip connections)" in text
-    assert "empirical lower bound 2.5" in text and "gap 4x" in text
+    assert "empirical lower bound 2.5" in text and "gap (upper / lower) 4x" in text
     assert "unbounded (op Erfinv at node n1: no rule)" in text
     assert "FAILED" in text and "1 ignored" in text
     assert "PASSED" in renderer(CheckFormat.TABLE)(sample_result(passing=True))

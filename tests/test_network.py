@@ -242,3 +242,22 @@ def test_two_inputs_are_one_concatenated_input():
     )
     # y = 2 x1 + x2 = [2 I, I] [x1; x2]: norm sqrt(5) <= 3 (bound sound, not tight)
     assert network_bound(graph, {}).value == pytest.approx(3.0)
+
+
+def test_every_node_kind_but_unknown_has_a_rule():
+    attrs = {
+        "conv": {"layer": "L"},
+        "dense": {"layer": "L"},
+        "batchnorm": {"scale": np.array([0.5, 2.0])},
+        "activation": {"fn": "relu"},
+        "mul_const": {"value": -2.0},
+        "maxpool": {"kernel": (2, 2), "stride": (2, 2)},
+        "avgpool": {"kernel": (2, 2), "stride": (2, 2), "count_include_pad": True},
+        "resize_nearest": {"factor": (2, 2)},
+    }
+    from convaudit.ir import NODE_KINDS
+
+    for kind in NODE_KINDS:
+        graph = Graph(("x",), ("y",), (node("n", kind, ("x",), ("y",), **attrs.get(kind, {})),))
+        result = network_bound(graph, {"L": 1.0})
+        assert result.bounded == (kind != "unknown"), kind

@@ -21,7 +21,16 @@ from convaudit.atomic import check_destination
 from convaudit.audit import AuditOptions, audit_model
 from convaudit.baseline import Baseline, model_key, read_baseline, write_baseline
 from convaudit.cli.app import command
-from convaudit.cli.layers import ARCH, FORCE, OUTPUT, TRUST_PICKLE, emit, load_irs, stdout_width
+from convaudit.cli.layers import (
+    ARCH,
+    FORCE,
+    INPUT_SHAPE,
+    OUTPUT,
+    TRUST_PICKLE,
+    emit,
+    load_irs,
+    stdout_width,
+)
 from convaudit.cli.options import parse_input_shapes, resolve_device
 from convaudit.cli.progress import LazyProgress, stderr_is_tty
 from convaudit.config import LIMIT_KEYS, Override, Settings, check_pattern, load_settings
@@ -159,12 +168,7 @@ def check(
         "--exit-zero/--no-exit-zero",
         help="Exit 0 even when limits are exceeded (still 2 on errors).",
     ),
-    input_shape: list[str] | None = typer.Option(
-        None,
-        "--input-shape",
-        metavar="NAME=1,3,224,224",
-        help="Fix a model input's full shape; repeatable.",
-    ),
+    input_shape: list[str] | None = INPUT_SHAPE,
     config: Path | None = typer.Option(
         None,
         "--config",

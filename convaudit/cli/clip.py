@@ -1,1 +1,207 @@
-"""(being written)"""
+"""``convaudit clip MODEL --bound C -o OUT``: project every conv onto {σ_max ≤ C} and write a copy.
+
+Exit codes: 0 every clipped layer re-measured within its bound in the written file; 1 the
+post-check failed (nothing written); 2 bad input or a layer that cannot be clipped.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from convaudit.cli.app import command
+from convaudit.cli.layers import ARCH, INPUT_SHAPE, TRUST_PICKLE
+from convaudit.cli.options import parse_bytes, parse_input_shapes, resolve_device
+from convaudit.cli.progress import LazyProgress, stderr_is_tty
+from convaudit.clipping import ClipOptions, ClipReport, clip_model, parse_bound_rule
+from convaudit.engine.projection import DEFAULT_TOL
+from convaudit.errors import EXIT_CHECK_FAILED, ConfigError
+from convaudit.loaders import LoadOptions
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+SCHEMA_VERSION = 1
+
+
+class Method(str, Enum):
+    ALTERNATING = "alternating"
+    DYKSTRA = "dykstra"
+    RESCALE = "rescale"
+
+
+class ClipFormat(str, Enum):
+    TABLE = "table"
+    JSON = "json"
+
+
+_CONFIG_KEYS = {"bound", "bound-for", "layers", "method", "tol", "max-iter", "fold-bn",
+                "include-dense", "exact"}
+
+
+def read_clip_config(path: Path) -> dict[str, Any]:
+    """A TOML file with the options as kebab-case keys, at top level or under ``[clip]``;
+    ``bound-for`` is a table ``{ "REGEX" = VALUE }``."""
+
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    table = data.get("clip", data)
+    unknown = sorted(set(table) - _CONFIG_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}",
+                          hint=f"known keys: {', '.join(sorted(_CONFIG_KEYS))}")
+    rules = table.get("bound-for", {})
+    if not isinstance(rules, dict):
+        raise ConfigError(f"{path}: bound-for must be a table of REGEX = VALUE")
+    table = dict(table)
+    table["bound-for"] = [f"{k}={v}" for k, v in rules.items()]
+    return table
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.7g}"
+
+
+def render_table(report: ClipReport) -> str:
+    head = ("layer", "kind", "bound", "sigma_before", "sigma_after", "rechecked", "exact_after",
+            "iters", "rel_change", "status")
+    rows = [head]
+    for r in report.layers:
+        status = "OVER BOUND" if not r.within_bound else ("unchanged" if r.unchanged else "clipped")
+        rows.append((r.name, r.kind, _fmt(r.bound), _fmt(r.sigma_before), _fmt(r.sigma_after),
+                     _fmt(r.rechecked), _fmt(r.exact_after), str(r.iterations),
+                     f"{r.relative_change:.3%}", status))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    statements = sorted({r.operator for r in report.layers})
+    lines.append("")
+    lines.append("sigma_* are certified upper bounds of each layer's real operator:")
+    lines += [f"  - {s}" for s in statements]
+    return "\n".join(lines) + "\n"
+
+
+def render_json(report: ClipReport) -> str:
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "source": report.source,
+        "output": report.output,
+        "written": report.written,
+        "checked": report.checked,
+        "ok": report.ok,
+        "method": report.method,
+        "layers": [
+            {
+                "name": r.name, "kind": r.kind, "bound": r.bound, "method": r.method,
+                "iterations": r.iterations, "converged": r.converged, "unchanged": r.unchanged,
+                "sigma_before": r.sigma_before, "sigma_after": r.sigma_after,
+                "sigma_quantity": "upper-bound", "operator": r.operator,
+                "rechecked": r.rechecked, "exact_after": r.exact_after,
+                "relative_change": r.relative_change, "bn_folded": r.bn_folded,
+                "within_bound": r.within_bound,
+            }
+            for r in report.layers
+        ],
+        "skipped": [{"name": s.name, "reason": s.reason} for s in report.skipped],
+    }
+    return json.dumps(doc, indent=2) + "\n"
+
+
+@command("clip")
+def clip(
+    model: Path = typer.Argument(..., metavar="MODEL", help="Model file (ONNX, PyTorch, Keras)."),
+    bound: float | None = typer.Option(None, "--bound", help="sigma_max bound for every conv."),
+    bound_for: list[str] | None = typer.Option(
+        None, "--bound-for", metavar="REGEX=VALUE",
+        help="Bound for the layers whose name matches REGEX (first match wins); repeatable. "
+        "Also selects dense layers.",
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", metavar="FILE.toml", help="Read these options from a TOML file ([clip] table)."
+    ),
+    layers: str | None = typer.Option(
+        None, "--layers", metavar="REGEX", help="Only clip layers whose name matches REGEX."
+    ),
+    include_dense: bool = typer.Option(False, "--include-dense", help="Apply --bound to dense layers too (exact SVD clip)."),
+    method: Method = typer.Option(Method.ALTERNATING, "--method", help="Projection method."),
+    tol: float = typer.Option(DEFAULT_TOL, "--tol", help="Stop when sigma_max <= bound*(1+tol); then rescale the last bit."),
+    max_iter: int | None = typer.Option(None, "--max-iter", help="Iteration cap per layer."),
+    exact: bool = typer.Option(False, "--exact", help="Also report the exact sigma_max of each clipped layer."),
+    fold_bn: bool = typer.Option(
+        False, "--fold-bn",
+        help="Clip each conv together with its eval-mode BatchNorm (written into the conv; BN untouched).",
+    ),
+    input_shape: list[str] | None = INPUT_SHAPE,
+    output: Path | None = typer.Option(None, "-o", "--output", help="Write the clipped model here."),
+    in_place: bool = typer.Option(False, "--in-place", help="Replace the input file (atomically)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing -o file."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Report what would change; write nothing."),
+    fmt: ClipFormat = typer.Option(ClipFormat.TABLE, "--format", "-f", help="Report format (stdout)."),
+    device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda[:N]."),
+    max_memory: str | None = typer.Option(None, "--max-memory", metavar="SIZE", help="Working-memory budget per chunk, e.g. 1G."),
+    trust_pickle: bool = TRUST_PICKLE,
+    arch: str | None = ARCH,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or messages."),
+) -> None:
+    """Project conv (and dense) layers onto {sigma_max <= bound} and write a checked copy.
+
+    The guarantee is for each layer's REAL operator: zero-padded layers are projected on the
+    enlarged grid whose circular sigma_max certifies the zero-padded one (needs --input-shape
+    for models without fixed input sizes). After writing, the file is reloaded and re-measured.
+    """
+    file_opts = read_clip_config(config) if config is not None else {}
+    rules = [parse_bound_rule(text) for text in [*(bound_for or []), *file_opts.get("bound-for", [])]]
+    options = ClipOptions(
+        bound=bound if bound is not None else file_opts.get("bound"),
+        bound_for=tuple(rules),
+        layers=layers if layers is not None else file_opts.get("layers"),
+        include_dense=include_dense or bool(file_opts.get("include-dense", False)),
+        method=method.value if method is not Method.ALTERNATING else str(file_opts.get("method", method.value)),
+        tol=tol if tol != DEFAULT_TOL else float(file_opts.get("tol", tol)),
+        max_iter=max_iter if max_iter is not None else file_opts.get("max-iter"),
+        fold_bn=fold_bn or bool(file_opts.get("fold-bn", False)),
+        exact=exact or bool(file_opts.get("exact", False)),
+        device=resolve_device(device),
+        max_memory=None if max_memory is None else parse_bytes(max_memory),
+    )
+    if not options.tol >= 0:
+        raise ConfigError(f"--tol must be >= 0, got {options.tol}")
+    load_options = LoadOptions(input_shapes=parse_input_shapes(input_shape), trust_pickle=trust_pickle, arch=arch)
+    show = not quiet and fmt is ClipFormat.TABLE and stderr_is_tty()
+    with LazyProgress("clipping", enabled=show) as progress:
+        report = clip_model(model, output=output, in_place=in_place, force=force, dry_run=dry_run,
+                            options=options, load_options=load_options, progress=progress)
+    sys.stdout.write(render_json(report) if fmt is ClipFormat.JSON else render_table(report))
+    sys.stdout.flush()
+    _summary(report, quiet=quiet)
+    if not report.ok:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def _summary(report: ClipReport, *, quiet: bool) -> None:
+    over = [r.name for r in report.layers if not r.within_bound]
+    if over:
+        sys.stderr.write(f"error: {len(over)} layer(s) above their bound after re-measuring "
+                         f"the written file: {', '.join(over)}; nothing was written\n")
+        return
+    if quiet:
+        return
+    changed = sum(not r.unchanged for r in report.layers)
+    if report.written:
+        sys.stderr.write(f"wrote {report.output}: {changed} of {len(report.layers)} layer(s) changed; "
+                         "reloaded and re-measured: every layer within its bound\n")
+    elif report.output is None:
+        sys.stderr.write(f"dry run: {changed} of {len(report.layers)} layer(s) would change; nothing written\n")
+    else:
+        sys.stderr.write("every layer already within its bound; the input was left as it is\n")

@@ -38,6 +38,8 @@ DEFAULT_TOL = 1e-3
 DEFAULT_MAX_ITER = {"alternating": 1000, "dykstra": 1000, "rescale": 0}
 _DEFAULT_CHUNK_BYTES = 256 * 1024**2
 _MARGIN = 1e-10
+_TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
+                 "float64": torch.float64}
 
 
 @dataclass(frozen=True)
@@ -207,6 +209,7 @@ def project_tensor(
     max_iter: int | None = None,
     multiplier: torch.Tensor | None = None,
     work_dtype: torch.dtype = torch.float64,
+    storage_dtype: torch.dtype | None = None,
     max_memory: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> tuple[torch.Tensor, ProjectionStats]:
@@ -216,14 +219,16 @@ def project_tensor(
     ``multiplier`` (broadcastable to the kernel, e.g. a folded BatchNorm scale per output channel)
     is part of the operator but not of the result: the projection runs on ``multiplier·kernel``
     and divides it back out; entries with a zero multiplier keep their old value (they do not
-    reach the output). Returns the new kernel in the input's dtype (the input tensor itself when
-    the operator is already inside the ball) and the statistics.
+    reach the output). ``storage_dtype`` (default: the kernel's) is the precision the kernel
+    will be saved in: the bound is checked after rounding to it. Returns the new kernel in the
+    input's dtype (the input tensor itself when the operator is already inside the ball) and
+    the statistics.
     """
     if method not in METHODS:
         raise ValueError(f"unknown projection method {method!r}; choose from {', '.join(METHODS)}")
     if not bound > 0 or not math.isfinite(bound):
         raise ValueError(f"the bound must be a positive finite number, got {bound}")
-    store_dtype = kernel.dtype
+    store_dtype = storage_dtype or kernel.dtype
     geometry = geometry.reduced(tuple(int(k) for k in kernel.shape[2:]))
     k0 = kernel.detach().to(torch.float64)
     mult = None if multiplier is None else multiplier.to(device=k0.device, dtype=torch.float64)
@@ -269,7 +274,7 @@ def project_tensor(
         final_scale=final_scale,
         fallback=fallback,
     )
-    return new.to(device=kernel.device, dtype=store_dtype), stats
+    return new.to(device=kernel.device, dtype=kernel.dtype), stats
 
 
 def _fit(
@@ -305,6 +310,7 @@ def project_kernel(
     tol: float = DEFAULT_TOL,
     max_iter: int | None = None,
     multiplier: np.ndarray | None = None,
+    storage_dtype: str | None = None,
     device: str = "cpu",
     max_memory: int | None = None,
     progress: ProgressCallback | None = None,
@@ -312,19 +318,26 @@ def project_kernel(
     """numpy front end of :func:`project_tensor` (float64 work on ``device``)."""
     src = np.asarray(kernel)
     new, stats = project_tensor(
-        torch.from_numpy(np.ascontiguousarray(src)).to(device),
+        torch.from_numpy(np.array(src)).to(device),  # a copy: loaders hand out read-only views
         geometry,
         bound=bound,
         method=method,
         tol=tol,
         max_iter=max_iter,
         multiplier=None if multiplier is None else torch.from_numpy(np.asarray(multiplier, np.float64)),
+        storage_dtype=_TORCH_DTYPES.get(storage_dtype or ""),
         max_memory=max_memory,
         progress=progress,
     )
     if stats.unchanged:
         return ProjectedKernel(kernel, stats)
     return ProjectedKernel(new.cpu().numpy(), stats)
+
+
+def _as_float64(array: np.ndarray | torch.Tensor) -> torch.Tensor:
+    if isinstance(array, torch.Tensor):
+        return array.detach().to(torch.float64)
+    return torch.from_numpy(np.array(array, np.float64))  # a copy: loaders hand out read-only views
 
 
 def circular_sigma_max(
@@ -335,18 +348,19 @@ def circular_sigma_max(
     max_memory: int | None = None,
 ) -> float:
     """σ_max (float64) of ``multiplier ⊙ conv_kernel`` with circular padding on ``geometry.grid``."""
-    k = torch.as_tensor(np.asarray(kernel) if isinstance(kernel, np.ndarray) else kernel)
-    k = k.detach().to(torch.float64)
+    k = _as_float64(kernel)
     if multiplier is not None:
-        k = k * torch.as_tensor(np.asarray(multiplier, np.float64) if isinstance(multiplier, np.ndarray) else multiplier).to(k)
+        k = k * _as_float64(multiplier).to(k.device)
     op = _Torus(k, geometry.reduced(tuple(int(n) for n in k.shape[2:])), max_memory or _DEFAULT_CHUNK_BYTES)
     return op.sigma_max(op.embed(k))
 
 
-def project_matrix(weight: np.ndarray, bound: float) -> ProjectedKernel:
+def project_matrix(weight: np.ndarray, bound: float, *, storage_dtype: str | None = None) -> ProjectedKernel:
     """A dense layer: the SVD clip is the exact nearest point of the ball, in one step."""
     w = np.asarray(weight)
-    projected = project_kernel(w.reshape(*w.shape, 1), Geometry((1,), (1,), (1,)), bound=bound)
+    projected = project_kernel(
+        w.reshape(*w.shape, 1), Geometry((1,), (1,), (1,)), bound=bound, storage_dtype=storage_dtype
+    )
     if projected.stats.unchanged:
         return ProjectedKernel(weight, projected.stats)
     return ProjectedKernel(projected.kernel.reshape(w.shape), projected.stats)

@@ -29,6 +29,7 @@ from convaudit.engine.projection import (
     circular_sigma_max,
     project_kernel,
 )
+from convaudit.engine.geometry import ConvGeometry, forward_geometry, transposed_geometry
 from convaudit.engine.results import ProgressCallback
 from convaudit.errors import InputShapeError, UnsupportedLayerError
 from convaudit.ir import ConvLayer
@@ -49,21 +50,17 @@ def _fmt(size: tuple[int, ...]) -> str:
     return "x".join(str(n) for n in size)
 
 
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
-
-
-def forward_sizes(layer: ConvLayer) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(input, output) spatial sizes of the forward conv whose operator is analysed."""
-    out = layer.output_size()
-    if layer.input_size is None or out is None:
+def forward_operator(layer: ConvLayer) -> ConvGeometry:
+    """The forward conv whose operator is analysed (a transposed layer's adjoint)."""
+    if layer.input_size is None:
         raise InputShapeError(
-            f"layer {layer.name}: the input size is unknown, so the zero-padded operator is unknown",
+            f"layer {layer.name}: the input size is unknown, so its real operator is unknown",
             hint="pass --input-shape (e.g. 1,3,224,224): a projection is certified for one input size",
         )
+    args = (layer.kernel_size, layer.stride, layer.dilation, layer.padding)
     if layer.transposed:
-        return tuple(out), tuple(layer.input_size)
-    return tuple(layer.input_size), tuple(out)
+        return transposed_geometry(tuple(layer.input_size), *args, layer.output_padding)
+    return forward_geometry(tuple(layer.input_size), *args)
 
 
 def _copy_gain(size: int, before: int, after: int, mode: str) -> float:
@@ -79,43 +76,43 @@ def _copy_gain(size: int, before: int, after: int, mode: str) -> float:
     return math.sqrt(int(np.bincount(j, minlength=size).max()))
 
 
+def _circular_grid(layer: ConvLayer, geo: ConvGeometry) -> tuple[int, ...]:
+    for n, o, s in zip(geo.grid, geo.out_size, geo.stride, strict=True):
+        if n % s or o * s > n:
+            raise UnsupportedLayerError(
+                f"layer {layer.name}: circular padding with stride {s} and {o} outputs on an input "
+                f"of {n} repeats rows of the circular operator",
+                hint="only 'same' circular padding with a stride dividing the input is supported",
+            )
+    return geo.grid
+
+
 def projection_target(layer: ConvLayer) -> ProjectionTarget:
     nd = layer.spatial_dims
-    geometry = Geometry((1,) * nd, layer.stride, layer.dilation, layer.groups)
     mode = layer.padding_mode
     if all(k == 1 for k in layer.kernel_size):
-        return ProjectionTarget(geometry.reduced(layer.kernel_size), mode, 1.0, True,
+        ones = (1,) * nd
+        return ProjectionTarget(Geometry(ones, ones, ones, layer.groups), mode, 1.0, True,
                                 "exact for every input size and padding (1x1 kernel)")
     if layer.transposed and mode != "zeros":
         raise UnsupportedLayerError(f"layer {layer.name}: transposed conv with {mode} padding")
-    size, out = forward_sizes(layer)
-    grid: list[int] = []
-    gain = 1.0
-    exact = mode == "circular"
-    for ax in range(nd):
-        h, n_out = size[ax], out[ax]
-        k, s, d = layer.kernel_size[ax], layer.stride[ax], layer.dilation[ax]
-        before, after = layer.padding[ax]
-        if mode == "circular":
-            if h % s or n_out * s > h:
-                raise UnsupportedLayerError(
-                    f"layer {layer.name}: circular padding with stride {s} and output {n_out} "
-                    f"on input {h} repeats rows of the circular operator",
-                    hint="only 'same' circular padding with a stride dividing the input is supported",
-                )
-            exact = exact and n_out * s == h
-            grid.append(h)
-            continue
-        if mode in ("reflect", "replicate"):
-            gain *= _copy_gain(h, before, after, mode)
-            h, before = h + before + after, 0
-        last = (n_out - 1) * s + d * (k - 1) - before
-        grid.append(_round_up(h + max(before, last - h + 1), s))
-    geometry = Geometry(tuple(grid), layer.stride, layer.dilation, layer.groups)
-    where = f"input {_fmt(size)}, circular grid {_fmt(geometry.grid)}"
+    geo = forward_operator(layer)
+    gain, exact = 1.0, False
+    if mode == "circular":
+        grid, exact = _circular_grid(layer, geo), geo.is_circular_exact()
+    elif mode == "zeros":
+        grid = geo.zero_pad_bound_grid()
+    else:  # reflect / replicate: a valid conv on the padded grid, after the copy matrix P
+        for n, (before, after) in zip(geo.grid, layer.padding, strict=True):
+            gain *= _copy_gain(n, before, after, mode)
+        padded = tuple(n + b + a for n, (b, a) in zip(geo.grid, layer.padding, strict=True))
+        valid = forward_geometry(padded, layer.kernel_size, layer.stride, layer.dilation, ((0, 0),) * nd)
+        grid = valid.zero_pad_bound_grid()
+    geometry = Geometry(grid, layer.stride, layer.dilation, layer.groups)
+    where = f"input {_fmt(geo.grid)}, circular grid {_fmt(grid)}"
     if mode == "circular":
         what = "exact" if exact else "upper bound"
-        statement = f"{what} for the circular-padded operator on input {_fmt(size)}"
+        statement = f"{what} for the circular-padded operator on input {_fmt(geo.grid)}"
     elif mode == "zeros":
         statement = f"certified upper bound for the zero-padded operator ({where})"
     else:
@@ -183,6 +180,7 @@ def project_layer(
         tol=tol,
         max_iter=max_iter,
         multiplier=multiplier,
+        storage_dtype=layer.provenance.dtype if layer.provenance is not None else None,
         device=device,
         max_memory=max_memory,
         progress=progress,

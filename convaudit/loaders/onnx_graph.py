@@ -4,7 +4,8 @@ Edges are tensor names; ``Graph.inputs`` are the real (fed) inputs, ``Graph.outp
 graph outputs; nodes are in topological order. Constant tensors carry no signal (their
 Lipschitz constant is 0), so they are left out: nodes that only compute constants (weights,
 ``Shape``-derived sizes; the input shapes are fixed) are omitted, and ``GraphNode.inputs`` lists
-only the data inputs. An ``add`` with one data input is a shift (L unchanged).
+only the data inputs (a repeated input is repeated: Add(x, x) has inputs (x, x)). An ``add``
+with one data input is a shift (L unchanged).
 
 Kinds and attributes emitted (``GraphNode.op`` keeps the ONNX op, or ``"pattern:<ops>"`` for a
 fused activation):
@@ -22,7 +23,8 @@ fused activation):
   silu, mish, gelu and hardswish are also recognised in their decomposed forms
   (x*Sigmoid(x), x*Tanh(Softplus(x)), the erf form of GELU, x*HardSigmoid(x) and
   x*Clip(x+3, 0, 6)/6).
-- ``add`` (Add, Sum), ``sub``, ``concat`` (``axis``).
+- ``add`` (Add, Sum), ``sub``, ``concat`` (``axis``). Add / Sub / Mul that broadcast a data input
+  to a larger shape (copying it) are ``unknown``.
 - ``mul_const``: ``value`` = max|c| for Mul by c (and Neg, value 1), 1/min|c| for Div by c.
 - ``maxpool``: ``kernel``, ``stride``, ``dilation``, ``padding`` ((before, after) per axis),
   ``ceil_mode``, ``input_size`` (spatial, or None).
@@ -30,7 +32,7 @@ fused activation):
   ``ceil_mode``, ``input_size``.
 - ``global_avgpool`` / ``global_maxpool`` (also ReduceMean / ReduceMax over all spatial axes):
   ``input_size`` (spatial, or None).
-- ``identity``: Reshape, Flatten, Transpose, Identity, Dropout, Squeeze, Unsqueeze, Slice,
+- ``identity``: Reshape, Flatten, Transpose, Identity, Dropout (eval), Squeeze, Unsqueeze, Slice,
   Split, DepthToSpace, SpaceToDepth, float Cast, constant-zero Pad: each is a permutation,
   selection or zero-extension of its input, so norm-nonincreasing.
 - ``resize_nearest``: ``factor`` = per spatial axis, the most times one input element is copied
@@ -43,11 +45,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from convaudit.ir import Graph, GraphNode
-from convaudit.loaders.onnx_graph_ops import NodeClassifier, expand_fused_conv
+from convaudit.loaders.onnx_graph_ops import NodeClassifier
 from convaudit.loaders.onnx_layers import Extracted
 from convaudit.loaders.onnx_model import OnnxFile
 from convaudit.loaders.onnx_nodes import layer_name
-from convaudit.loaders.onnx_patterns import find_patterns
+from convaudit.loaders.onnx_patterns import expand_fused_conv, find_patterns
 from convaudit.loaders.onnx_shapes import real_inputs
 from convaudit.loaders.onnx_topology import node_inputs
 from convaudit.loaders.onnx_weights import RANDOM_OPS, ConstantResolver
@@ -94,7 +96,7 @@ def build_graph(
         if node.op_type == "FusedConv" and idx in extracted.node_layer:
             nodes.extend(expand_fused_conv(node, extracted.node_layer[idx], static))
             continue
-        data_in = tuple(dict.fromkeys(i for i in node_inputs(node) if i not in static))
+        data_in = tuple(i for i in node_inputs(node) if i not in static)
         try:
             kind, extra = classify(idx, node, data_in)
         except (TypeError, ValueError, KeyError, IndexError) as exc:  # malformed attributes

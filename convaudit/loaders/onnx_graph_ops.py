@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from convaudit.ir import GraphNode, same_padding
+from convaudit.ir import same_padding
 from convaudit.loaders.onnx_layers import CONV_OPS, DENSE_OPS, Extracted
 from convaudit.loaders.onnx_model import OnnxFile
 from convaudit.loaders.onnx_nodes import attrs, text
@@ -285,48 +285,3 @@ class NodeClassifier:
         if value != 0 or pads is None:
             return "unknown", {"reason": "Pad with a non-zero or non-constant value"}
         return "identity", {}  # zero-extension (negative pads crop: still a selection)
-
-
-_FUSED_ACTIVATIONS = {
-    "Relu": ("relu", ()),
-    "Tanh": ("tanh", ()),
-    "Sigmoid": ("sigmoid", ()),
-    "LeakyRelu": ("leaky_relu", ("alpha",)),
-    "Clip": ("clip", ("min", "max")),
-    "HardSigmoid": ("hardsigmoid", ("alpha", "beta")),
-}
-
-
-def expand_fused_conv(node: onnx.NodeProto, layer: str, static: set[str]) -> list[GraphNode]:
-    """onnxruntime's FusedConv = activation(conv(X, W, B) + Z) as conv [-> add] -> activation."""
-    a = attrs(node)
-    out = node.output[0]
-    conv_out = f"{out}/conv"
-    nodes = [
-        GraphNode(
-            node.name or layer, "conv", "FusedConv", (node.input[0],), (conv_out,), {"layer": layer}
-        )
-    ]
-    last = conv_out
-    if len(node.input) > 3 and node.input[3] and node.input[3] not in static:
-        nodes.append(
-            GraphNode(
-                f"{layer}/add", "add", "FusedConv", (last, node.input[3]), (f"{out}/sum",), {}
-            )
-        )
-        last = f"{out}/sum"
-    fn, names = _FUSED_ACTIVATIONS.get(text(a.get("activation", "")), ("", ()))
-    if not fn:
-        extra: dict[str, Any] = {
-            "reason": f"FusedConv activation {text(a.get('activation', ''))!r}"
-        }
-        nodes.append(
-            GraphNode(f"{layer}/activation", "unknown", "FusedConv", (last,), (out,), extra)
-        )
-        return nodes
-    params = [float(p) for p in a.get("activation_params", [])]
-    extra = {"fn": fn, **{k: v for k, v in zip(names, params, strict=False)}}
-    nodes.append(
-        GraphNode(f"{layer}/activation", "activation", "FusedConv", (last,), (out,), extra)
-    )
-    return nodes

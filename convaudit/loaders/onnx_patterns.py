@@ -1,4 +1,5 @@
-"""Activations that exporters write as several nodes, recognised so the bound sees one function.
+"""Graph rewrites for the bound: activations that exporters write as several nodes, recognised
+so the bound sees one function, and onnxruntime's FusedConv split into conv [+ add] + activation.
 
 x*Sigmoid(x) -> silu, x*HardSigmoid(x; 1/6, 1/2) -> hardswish, x*Tanh(Softplus(x)) -> mish,
 x*Clip(x+3, 0, 6)/6 -> hardswish (Paddle), 0.5*x*(1+Erf(x/sqrt 2)) -> gelu (torch, opset < 20).
@@ -9,12 +10,13 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from typing import Any
 
 import numpy as np
 import onnx
 
 from convaudit.ir import GraphNode
-from convaudit.loaders.onnx_nodes import attrs, layer_name
+from convaudit.loaders.onnx_nodes import attrs, layer_name, text
 from convaudit.loaders.onnx_topology import node_inputs
 from convaudit.loaders.onnx_weights import ConstantResolver
 
@@ -182,3 +184,48 @@ def find_patterns(
 
 def _near(value: float | None, target: float) -> bool:
     return value is not None and abs(float(value) - target) <= 1e-3 * max(1.0, abs(target))
+
+
+_FUSED_ACTIVATIONS = {
+    "Relu": ("relu", ()),
+    "Tanh": ("tanh", ()),
+    "Sigmoid": ("sigmoid", ()),
+    "LeakyRelu": ("leaky_relu", ("alpha",)),
+    "Clip": ("clip", ("min", "max")),
+    "HardSigmoid": ("hardsigmoid", ("alpha", "beta")),
+}
+
+
+def expand_fused_conv(node: onnx.NodeProto, layer: str, static: set[str]) -> list[GraphNode]:
+    """onnxruntime's FusedConv = activation(conv(X, W, B) + Z) as conv [-> add] -> activation."""
+    a = attrs(node)
+    out = node.output[0]
+    conv_out = f"{out}/conv"
+    nodes = [
+        GraphNode(
+            node.name or layer, "conv", "FusedConv", (node.input[0],), (conv_out,), {"layer": layer}
+        )
+    ]
+    last = conv_out
+    if len(node.input) > 3 and node.input[3] and node.input[3] not in static:
+        nodes.append(
+            GraphNode(
+                f"{layer}/add", "add", "FusedConv", (last, node.input[3]), (f"{out}/sum",), {}
+            )
+        )
+        last = f"{out}/sum"
+    fn, names = _FUSED_ACTIVATIONS.get(text(a.get("activation", "")), ("", ()))
+    if not fn:
+        extra: dict[str, Any] = {
+            "reason": f"FusedConv activation {text(a.get('activation', ''))!r}"
+        }
+        nodes.append(
+            GraphNode(f"{layer}/activation", "unknown", "FusedConv", (last,), (out,), extra)
+        )
+        return nodes
+    params = [float(p) for p in a.get("activation_params", [])]
+    extra = {"fn": fn, **{k: v for k, v in zip(names, params, strict=False)}}
+    nodes.append(
+        GraphNode(f"{layer}/activation", "activation", "FusedConv", (last,), (out,), extra)
+    )
+    return nodes

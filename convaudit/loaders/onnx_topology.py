@@ -29,12 +29,14 @@ def outer_references(graph: onnx.GraphProto) -> set[str]:
 
 
 def node_inputs(node: onnx.NodeProto) -> list[str]:
-    """A node's explicit inputs plus the outer names its If/Loop/Scan bodies read."""
+    """A node's explicit inputs (repeats kept: Add(x, x) reads x twice) plus the outer names its
+    If/Loop/Scan bodies read that are not explicit inputs already."""
     names = [n for n in node.input if n]
+    outer: set[str] = set()
     for attr in node.attribute:
         for sub in subgraphs_of(attr):
-            names.extend(sorted(outer_references(sub)))
-    return names
+            outer |= outer_references(sub)
+    return names + sorted(outer - set(names))
 
 
 def topological_order(path: Path, graph: onnx.GraphProto) -> list[int]:

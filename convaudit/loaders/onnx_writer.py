@@ -3,7 +3,9 @@
 A kernel goes back where it was read from: an initializer, a ``Constant`` node's ``value``
 tensor, or (for external data) the same offset in a copy of the data file. It keeps its stored
 dtype and storage field; nothing else in the model changes. External data is copied next to the
-destination under a new name (``<destination name>.data``), never written into the input's file.
+destination under a new name (``<destination name>.data``, replacing a file of that name, or
+``<destination name>.new.data`` when that is the input's own data file), never written into the
+input's file.
 Quantised or computed weights cannot take a float kernel; asking for one is an error.
 """
 
@@ -32,7 +34,7 @@ def write_kernels(ir: ModelIR, dest: Path, updates: Mapping[str, np.ndarray]) ->
     source = Path(ir.path)
     onnx_file = read_onnx(source)
     stored = _stored_values(ir, updates)
-    patches: dict[ExternalRef, list[tuple[ExternalRef, bytes]]] = {}
+    patches: dict[Path, list[tuple[ExternalRef, bytes]]] = {}  # data file -> (where, bytes)
     for locator, value in stored.items():
         tensor = _find_tensor(onnx_file, locator)
         _check_fits(locator, tensor, value)
@@ -40,7 +42,7 @@ def write_kernels(ir: ModelIR, dest: Path, updates: Mapping[str, np.ndarray]) ->
         if ref is None:
             _set_inline(tensor, value)
         else:
-            patches.setdefault(_file_key(ref), []).append((ref, _raw_bytes(value)))
+            patches.setdefault(ref.path, []).append((ref, _raw_bytes(value)))
     if onnx_file.external:
         _write_external(onnx_file, dest, patches)
     try:
@@ -174,10 +176,6 @@ def _set_inline(tensor: onnx.TensorProto, value: np.ndarray) -> None:
     target.extend(getattr(typed, field))
 
 
-def _file_key(ref: ExternalRef) -> ExternalRef:
-    return ExternalRef(ref.location, ref.path, 0, 0)
-
-
 def final_name(dest: Path) -> str:
     """The name ``dest`` will end up with (atomic writers hand us a hidden temporary name)."""
     match = _TEMP_NAME.match(dest.name)
@@ -185,7 +183,7 @@ def final_name(dest: Path) -> str:
 
 
 def _write_external(
-    onnx_file: OnnxFile, dest: Path, patches: Mapping[ExternalRef, list[tuple[ExternalRef, bytes]]]
+    onnx_file: OnnxFile, dest: Path, patches: Mapping[Path, list[tuple[ExternalRef, bytes]]]
 ) -> None:
     """Copy each external data file next to ``dest`` (patched), and point the model at the copies."""
     sources = sorted({ref.path for ref in onnx_file.external.values()})
@@ -195,13 +193,12 @@ def _write_external(
     for k, src in enumerate(sources):
         name = f"{base}.data" if len(sources) == 1 else f"{base}.{k}.data"
         if (dest.parent / name).resolve() in inputs:
-            name = f"{base}.clipped{'' if len(sources) == 1 else k}.data"
+            name = f"{base}.new{'' if len(sources) == 1 else k}.data"  # in place: keep the input's
         new_names[src] = name
-        file_patches = [p for key, items in patches.items() if key.path == src for p in items]
-        _copy_patched(src, dest.parent / name, file_patches)
+        _copy_patched(src, dest.parent / name, patches.get(src, []))
+    tensors = {id(t): t for t in onnx_file.alive}
     for tensor_id, ref in onnx_file.external.items():
-        tensor = _tensor_by_id(onnx_file, tensor_id)
-        for entry in tensor.external_data:
+        for entry in tensors[tensor_id].external_data:
             if entry.key == "location":
                 entry.value = new_names[ref.path]
 
@@ -221,7 +218,3 @@ def _copy_patched(src: Path, target: Path, patches: list[tuple[ExternalRef, byte
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
-
-
-def _tensor_by_id(onnx_file: OnnxFile, tensor_id: int) -> onnx.TensorProto:
-    return next(t for t in onnx_file.alive if id(t) == tensor_id)

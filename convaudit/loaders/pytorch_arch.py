@@ -217,7 +217,7 @@ def read_with_arch(sd: StateDict, path: Path, options: LoadOptions) -> ModelIR:
     model = build_arch(options.arch)
     prefix = load_weights(model, sd, path, options.arch)
     ir = read_module(model, path, options, sd.container, f"geometry from --arch {options.arch}")
-    extra = {"nesting": ".".join(sd.nesting)} if sd.nesting else {}
+    extra = sd.provenance_extra()
     if not extra and not prefix:
         return ir
     return dataclasses.replace(

@@ -20,8 +20,19 @@ from convaudit.loaders.safety import check_declared_bytes, check_zip
 
 #: torch.save's legacy format: pickle protocol 2, then the pickled long 0x1950a86a20f9469cfc6c
 LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+_MAGIC_LONG = LEGACY_MAGIC[2:]
 #: keys under which training scripts nest the model's state_dict, in order of preference
 NESTING_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "network")
+
+
+def is_legacy(head: bytes) -> bool:
+    """Legacy torch.save: PROTO n (2 to 5), an optional FRAME (protocol 4+), the magic long."""
+    if len(head) < 2 or head[0] != 0x80 or not 2 <= head[1] <= 5:
+        return False
+    rest = head[2:]
+    if rest[:1] == b"\x95":  # FRAME opcode + 8-byte length
+        rest = rest[9:]
+    return rest.startswith(_MAGIC_LONG)
 
 
 def is_safetensors(head: bytes, file_size: int) -> bool:
@@ -60,7 +71,7 @@ def sniff_kind(path: Path, head: bytes) -> str | None:
         except (zipfile.BadZipFile, OSError, ValueError):
             # A torch zip too damaged to list: claim it only if torch's layout shows in the head.
             return "zip" if b"/data.pkl" in head or b"archive/" in head else None
-    if head.startswith(LEGACY_MAGIC):
+    if is_legacy(head):
         return "legacy"
     try:
         size = path.stat().st_size
@@ -86,10 +97,16 @@ def bad_file(
     return ModelFileError(f"cannot read {path}: {what} ({reason(exc)})")
 
 
-def untrusted(path: Path) -> UntrustedPickleError:
+def untrusted(path: Path, *, new_protocol: bool = False) -> UntrustedPickleError:
+    what = (
+        "it was saved with pickle protocol 4 or later, which torch's safe (weights_only) "
+        "reader cannot parse"
+        if new_protocol
+        else "it is a full pickled object (e.g. an nn.Module), not plain tensors"
+    )
     return UntrustedPickleError(
-        f"cannot read {path}: it is a full pickled object (e.g. an nn.Module), not plain tensors; "
-        "unpickling runs arbitrary code from the file, so convaudit refuses it by default",
+        f"cannot read {path}: {what}; unpickling runs arbitrary code from the file, so "
+        "convaudit refuses it by default",
         hint="pass --trust-pickle only if you trust where the file came from, or save "
         "model.state_dict() instead (then use --arch module:callable for the geometry)",
     )
@@ -109,20 +126,25 @@ def check_zip_file(path: Path) -> None:
         raise bad_file(path, exc, "corrupt or truncated zip archive") from None
 
 
-def torch_load(path: Path, *, trust_pickle: bool) -> Any:
-    """``torch.load`` with ``weights_only=True``; full unpickling only when trusted."""
+def torch_load(path: Path, *, trust_pickle: bool) -> tuple[Any, bool]:
+    """``torch.load`` with ``weights_only=True``; full unpickling only when trusted.
+
+    Returns the object and whether it took full unpickling.
+    """
     import torch
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True), False
     except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
         needs_globals = "Unsupported global" in str(exc)
-        if not needs_globals:
+        # torch's weights_only unpickler knows protocol 2 only; FRAME (opcode 149) means 4+
+        new_protocol = "Unsupported operand 149" in str(exc)
+        if not needs_globals and not new_protocol:
             raise bad_file(path, exc) from None
     if not trust_pickle:
-        raise untrusted(path)
+        raise untrusted(path, new_protocol=new_protocol)
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=False), True
     except Exception as exc:
         raise bad_file(path, exc, "unpickling failed") from None
 
@@ -140,22 +162,27 @@ class StateDict:
     tensors: Mapping[str, Any]  # key -> torch.Tensor, in file order
     container: str  # zip | legacy | safetensors
     nesting: tuple[str, ...] = ()  # path of keys from the top object to the state_dict
-    top_keys: tuple[str, ...] = ()  # keys of the training dict, when nested
     metadata: Mapping[str, str] = field(default_factory=dict)  # safetensors metadata
+    unpickled: bool = False  # read with full unpickling (--trust-pickle)
+
+    def provenance_extra(self) -> dict[str, str]:
+        """Entries every layer's provenance carries, for the writer."""
+        extra = {"nesting": ".".join(self.nesting)} if self.nesting else {}
+        return {**extra, "unpickled": "full"} if self.unpickled else extra
 
 
-def find_state_dict(path: Path, obj: Any, container: str) -> StateDict:
+def find_state_dict(path: Path, obj: Any, container: str, unpickled: bool = False) -> StateDict:
     """The state_dict in ``obj``: the object itself, or nested in a training dict."""
     if is_tensor_dict(obj) and not any(is_tensor_dict(obj.get(k)) for k in NESTING_KEYS):
-        return StateDict(dict(obj), container)
+        return StateDict(dict(obj), container, unpickled=unpickled)
     if isinstance(obj, Mapping):
         for key in NESTING_KEYS:
             inner = obj.get(key)
             if inner is not None and is_tensor_dict(inner):
-                return StateDict(dict(inner), container, (key,), tuple(str(k) for k in obj))
-        keys = ", ".join(repr(k) for k in list(obj)[:12])
+                return StateDict(dict(inner), container, (key,), unpickled=unpickled)
+        listed = ", ".join(repr(k) for k in list(obj)[:12])
         raise ModelFileError(
-            f"cannot read {path}: no state_dict in this dict (keys: {keys})",
+            f"cannot read {path}: no state_dict in this dict (keys: {listed})",
             hint=f"convaudit looks for tensors at the top level or under {', '.join(NESTING_KEYS)}",
         )
     raise ModelFileError(
@@ -184,11 +211,11 @@ def read_state_dict(path: Path, kind: str, *, trust_pickle: bool) -> StateDict |
         return read_safetensors(path)
     if kind == "zip":
         check_zip_file(path)
-    obj = torch_load(path, trust_pickle=trust_pickle)
+    obj, unpickled = torch_load(path, trust_pickle=trust_pickle)
     if isinstance(obj, torch.nn.Module):
         return obj
     if isinstance(obj, Mapping) and not is_tensor_dict(obj):
         for key in NESTING_KEYS:
             if isinstance(obj.get(key), torch.nn.Module):
                 return obj[key]
-    return find_state_dict(path, obj, kind)
+    return find_state_dict(path, obj, kind, unpickled)

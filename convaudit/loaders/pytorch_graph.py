@@ -244,6 +244,9 @@ class GraphBuilder:
     def _batchnorm(self, call: OpCall) -> None:
         a = call.args
         stats = [a.get(k) for k in ("running_mean", "running_var")]
+        if a.get("training") is True or call.op == "_native_batch_norm_legit":
+            self._node(call, "unknown", {"reason": "BatchNorm in training mode (batch statistics)"})
+            return
         if not all(isinstance(s, Param) and s.key in self.tensors for s in stats):
             self._node(
                 call,

@@ -26,11 +26,11 @@ def class_name(module: Any) -> str:
 
 
 def to_numpy(tensor: Any) -> np.ndarray:
-    return np.array(
-        tensor.detach().cpu().float().numpy()
-        if tensor.is_floating_point()
-        else tensor.detach().cpu().numpy()
-    )
+    """A numpy copy; half and bfloat16 widen to float32 (numpy has no bfloat16)."""
+    t = tensor.detach().cpu()
+    if t.is_floating_point() and t.element_size() < 4:
+        t = t.float()
+    return np.array(t.numpy())
 
 
 def dtype_name(tensor: Any) -> str:

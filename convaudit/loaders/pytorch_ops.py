@@ -2,7 +2,8 @@
 
 Attributes emitted, per kind (see ir.NODE_KINDS):
 - activation: ``fn`` (relu, leaky_relu, prelu, sigmoid, tanh, gelu, silu, hardswish, hardsigmoid,
-  elu, selu, softplus, relu6, clip, softmax, log_softmax, mish); ``alpha`` for leaky_relu / elu;
+  elu, celu, selu, softplus, softsign, abs, relu6, clip, softmax, log_softmax, mish); ``alpha``
+  for leaky_relu / elu;
   ``slope`` = max |weight| for prelu.
 - mul_const: ``value`` = |c| (max |c| for a tensor constant; 1/|c| for a division).
 - maxpool / avgpool: ``kernel``, ``stride``, ``padding``, ``dilation`` (max), ``count_include_pad``
@@ -11,12 +12,15 @@ Attributes emitted, per kind (see ir.NODE_KINDS):
 - global_avgpool / global_maxpool: ``input_size`` when known. ``mean`` over other or unknown
   dims is also a global_avgpool without ``input_size`` (averaging is <= 1-Lipschitz).
 - resize_nearest: ``factor`` per axis (integer factors only; otherwise the node is unknown).
-- identity, add, sub, concat: no attributes.
+- identity, add, sub, concat: no attributes. An add / mul whose output has more elements than
+  a computed input (broadcasting replicates it) is unknown; TorchScript graphs carry no shapes,
+  so there an add of two computed tensors is assumed not to broadcast.
 - unknown: ``reason``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -30,7 +34,8 @@ ACTIVATIONS = {
     "relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh", "gelu": "gelu", "silu": "silu",
     "hardswish": "hardswish", "hardsigmoid": "hardsigmoid", "selu": "selu", "softplus": "softplus",
     "relu6": "relu6", "hardtanh": "clip", "clamp": "clip", "clip": "clip", "softmax": "softmax",
-    "_softmax": "softmax", "log_softmax": "log_softmax", "mish": "mish",
+    "_softmax": "softmax", "log_softmax": "log_softmax", "mish": "mish", "celu": "celu",
+    "abs": "abs", "softsign": "softsign",
 }  # fmt: skip
 IDENTITY = {
     "view", "reshape", "_reshape_alias", "_unsafe_view", "flatten", "unflatten", "permute",
@@ -126,28 +131,33 @@ def _resize(call: OpCall) -> Kind:
     return "unknown", {"reason": "nearest upsampling by an unknown or non-integer factor"}
 
 
+def _broadcasts(call: OpCall) -> bool | None:
+    """Whether the output has more elements than a data input (the input is replicated, which
+    multiplies its Lipschitz constant); None when the shapes are unknown."""
+    out = call.outputs[0].shape if call.outputs else None
+    shapes = [d.shape for d in call.data_inputs()]
+    if out is None or None in out or any(s is None or None in s for s in shapes):
+        return None
+    return any(math.prod(s) < math.prod(out) for s in shapes)  # type: ignore[arg-type]
+
+
 def _arith(call: OpCall, tensors: Mapping[str, Any]) -> Kind:
     data = call.data_inputs()
     others = [v for k, v in call.args.items() if k in ("self", "other") and not isinstance(v, Data)]
+    if _broadcasts(call):
+        return "unknown", {"reason": f"{call.op} broadcasts a computed tensor (replicates it)"}
     if call.op in ("add", "sub"):
         alpha = call.args.get("alpha", 1)
         if len(data) == 2 and alpha == 1:
             return call.op, {}
         if len(data) == 1 and others:
-            return (
-                "identity",
-                {},
-            )  # adding a constant shifts the output: Lipschitz constant unchanged
+            return "identity", {}  # adding a constant shifts the output: same Lipschitz constant
         return "unknown", {"reason": f"{call.op} with alpha={alpha}"}
     if len(data) == 1 and len(others) == 1:
         c = _value(others[0], tensors)
+        if c is not None and call.op == "div":
+            return ("mul_const", {"value": 1.0 / c}) if c else ("unknown", {"reason": "x / 0"})
         if c is not None:
-            if call.op == "div":
-                return (
-                    ("mul_const", {"value": 1.0 / c})
-                    if c
-                    else ("unknown", {"reason": "division by zero"})
-                )
             return "mul_const", {"value": c}
     return "unknown", {"reason": f"{call.op} of two computed tensors has no Lipschitz rule"}
 
@@ -170,7 +180,7 @@ def _activation(call: OpCall, tensors: Mapping[str, Any]) -> Kind:
             "fn": "leaky_relu",
             "alpha": float(call.args.get("negative_slope", 0.01)),
         }
-    if op in ("elu", "celu"):
+    if op == "elu":
         return "activation", {"fn": "elu", "alpha": float(call.args.get("alpha", 1.0))}
     if op in ("prelu", "_prelu_kernel"):
         slope = _value(call.args.get("weight"), tensors)
@@ -180,6 +190,14 @@ def _activation(call: OpCall, tensors: Mapping[str, Any]) -> Kind:
             else ("unknown", {"reason": "PReLU slope unknown"})
         )
     return "activation", {"fn": ACTIVATIONS[op]}
+
+
+def _guarded(rule: Callable[[], Kind], call: OpCall) -> Kind:
+    """Arguments computed at run time (not constants) make the node unknown, not a crash."""
+    try:
+        return rule()
+    except (TypeError, ValueError, IndexError) as exc:
+        return "unknown", {"reason": f"{call.target}: arguments not constant ({exc})"}
 
 
 _RULES: dict[str, Callable[[OpCall, Mapping[str, Any]], Kind]] = {
@@ -201,11 +219,15 @@ def _spatial_mean(call: OpCall) -> bool:
 
 def classify(call: OpCall, tensors: Mapping[str, Any]) -> Kind:
     """(kind, attrs) for an op call that is not a conv, dense or batchnorm."""
+    return _guarded(lambda: _classify(call, tensors), call)
+
+
+def _classify(call: OpCall, tensors: Mapping[str, Any]) -> Kind:
     op = call.op
     base = op.rstrip("_")
     if op in _RULES:
         return _RULES[op](call, tensors)
-    if base in ACTIVATIONS or base in ("leaky_relu", "elu", "celu", "prelu", "_prelu_kernel"):
+    if base in ACTIVATIONS or base in ("leaky_relu", "elu", "prelu", "_prelu_kernel"):
         return _activation(call, tensors)
     if base in IDENTITY:
         return "identity", {}

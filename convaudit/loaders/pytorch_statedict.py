@@ -60,7 +60,7 @@ def _skip_reason(key: str, tensor: Any) -> str | None:
 def layers_from_state_dict(sd: StateDict) -> tuple[list[Layer], list[SkippedLayer], list[str]]:
     """Layers in key order, the kernel-like tensors that could not be read, and model notes."""
     tensors = sd.tensors
-    extra = {"nesting": ".".join(sd.nesting)} if sd.nesting else {}
+    extra = sd.provenance_extra()
     # safetensors sorts its keys by name: key order says nothing about the network there
     bn_prefixes = set(_bn_prefixes(tensors))
     pair_bn = sd.container != "safetensors"

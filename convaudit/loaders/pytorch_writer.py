@@ -31,7 +31,10 @@ from convaudit.loaders.pytorch_programs import load_exported_program, quiet_jit
 def _replacements(
     ir: ModelIR, updates: Mapping[str, np.ndarray]
 ) -> tuple[str, str, dict[str, np.ndarray]]:
-    """(container, nesting, {state_dict key: new kernel}) for the named layers."""
+    """(container, nesting, {state_dict key: new kernel}) for the named layers.
+
+    ``container`` is "pickled-module" for anything read with full unpickling (trust_pickle).
+    """
     by_name = {layer.name: layer for layer in ir.layers}
     found: dict[str, np.ndarray] = {}
     kinds: set[tuple[str, str]] = set()
@@ -42,7 +45,10 @@ def _replacements(
                 f"cannot write {name!r}: no PyTorch layer of that name in {ir.path}"
             )
         prov = layer.provenance
-        kinds.add((prov.get("container") or "zip", prov.get("nesting") or ""))
+        container = prov.get("container") or "zip"
+        if prov.get("unpickled") == "full":  # it could only have been read with trust_pickle
+            container = "pickled-module"
+        kinds.add((container, prov.get("nesting") or ""))
         found[prov.locator] = np.asarray(kernel)
     if len(kinds) > 1:
         raise ModelFileError(
@@ -80,20 +86,18 @@ def _write_pickle(
     import torch
 
     path = Path(ir.path)
-    if container == "zip":
+    legacy = not zipfile.is_zipfile(path)
+    if not legacy:
         check_zip_file(path)
     trusted = container == "pickled-module"
-    obj = torch_load(path, trust_pickle=trusted)
+    obj, _ = torch_load(path, trust_pickle=trusted)
     target = _nested(obj, nesting)
-    if isinstance(target, torch.nn.Module):
-        tensors: Mapping[str, Any] = target.state_dict(keep_vars=True)
-    elif trusted and isinstance(target, Mapping):
-        module = next(target[k] for k in NESTING_KEYS if isinstance(target.get(k), torch.nn.Module))
-        tensors = module.state_dict(keep_vars=True)
-    else:
-        tensors = target
+    if trusted and isinstance(target, Mapping):  # a module kept under 'model' / 'net' / ...
+        target = next(
+            (target[k] for k in NESTING_KEYS if isinstance(target.get(k), torch.nn.Module)), target
+        )
+    tensors = target.state_dict(keep_vars=True) if isinstance(target, torch.nn.Module) else target
     _assign(tensors, new, ir.path)
-    legacy = not zipfile.is_zipfile(path)
     torch.save(obj, dest, _use_new_zipfile_serialization=not legacy)
 
 

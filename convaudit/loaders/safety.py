@@ -187,6 +187,20 @@ def check_h5_dataset(path: Path, dataset: Any) -> None:
     check_declared_bytes(path, f"HDF5 dataset {name}", nbytes, backed)
 
 
+@contextlib.contextmanager
+def hdf5_errors(path: Path, what: str = "HDF5 file") -> Iterator[None]:
+    """Turn what h5py raises on a damaged file into one ModelFileError.
+
+    h5py reports corruption lazily, on whichever attribute, link or dataset read first meets
+    it, as OSError or RuntimeError (e.g. "bad local heap signature"); wrap every read.
+    """
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise _fail(path, f"corrupt or truncated {what} ({detail})") from None
+
+
 # --- paths a file points at -----------------------------------------------------------------------
 
 
@@ -249,6 +263,7 @@ __all__ = [
     "check_zip",
     "check_zip_file",
     "declared_nbytes",
+    "hdf5_errors",
     "open_zip",
     "read_zip_member",
     "resolve_inside",

@@ -41,6 +41,11 @@ def renderer(fmt: CheckFormat) -> CheckRenderer:
 
 def network_summary(model: ModelCheck) -> str:
     """One line: graph bound, naive product (labelled), empirical lower bound, gap."""
+    return "; ".join(network_lines(model))
+
+
+def network_lines(model: ModelCheck) -> list[str]:
+    """Graph bound, naive product (labelled), empirical lower bound and gap, one per item."""
     parts = []
     bound = model.network
     if bound is None:
@@ -56,8 +61,8 @@ def network_summary(model: ModelCheck) -> str:
         parts.append(f"empirical lower bound: not run ({model.empirical_error})")
     gap = model.gap
     if gap is not None:
-        parts.append("gap " + ("inf" if math.isinf(gap) else f"{gap:.3g}x"))
-    return "; ".join(parts)
+        parts.append("gap (upper / lower) " + ("inf" if math.isinf(gap) else f"{gap:.3g}x"))
+    return parts
 
 
-__all__ = ["CheckFormat", "CheckRenderer", "network_summary", "renderer"]
+__all__ = ["CheckFormat", "CheckRenderer", "network_lines", "network_summary", "renderer"]

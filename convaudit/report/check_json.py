@@ -100,7 +100,10 @@ def render_check_json(result: GateResult) -> str:
             "min_sigma": settings.min_sigma,
             "max_condition": settings.max_condition,
             "max_lipschitz": settings.max_lipschitz,
-            "overrides": [{"layers": o.pattern, **o.limits} for o in settings.overrides],
+            "overrides": [
+                {"layers": o.pattern, **{k.replace("-", "_"): v for k, v in o.limits.items()}}
+                for o in settings.overrides
+            ],
             "strict": settings.strict,
             "baseline": settings.baseline,
             "baseline_tolerance": settings.baseline_tolerance,

@@ -6,7 +6,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convaudit.gate import GateResult
-from convaudit.report.check_interface import network_summary
+from convaudit.report.check_interface import network_lines
 from convaudit.report.table import to_text
 
 _STYLE = {"fail": "bold red", "warn": "yellow", "ignored": "dim", "baselined": "dim"}
@@ -16,7 +16,7 @@ def render_check_table(result: GateResult, *, width: int | None = None, color: b
     items: list = []
     for model in result.models:
         items.append(Text(f"{model.path} ({model.format})", style="bold"))
-        items.append(Text("  " + network_summary(model)))
+        items.extend(Text("  " + line) for line in network_lines(model))
         for note in model.notes:
             items.append(Text(f"  note: {note}"))
         shown = [

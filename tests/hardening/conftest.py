@@ -103,7 +103,10 @@ def run_measured_cli(*args: str, timeout: float = 300) -> tuple[CliResult, float
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "convaudit", *map(str, args)],
-            stdout=out, stderr=err, env=cli_env(), cwd=REPO,
+            stdout=out,
+            stderr=err,
+            env=cli_env(),
+            cwd=REPO,
         )
         deadline = time.monotonic() + timeout
         while True:

@@ -153,7 +153,9 @@ def _damage_cases(out: Path, bases: dict[str, Path]) -> list[Case]:
         for kind, payload in variants.items():
             f = d / f"{kind}-{flavour}{sfx}"
             f.write_bytes(payload)
-            cases.append(Case(f"{kind}-{flavour}", str(f), "error", "truncated/corrupt/empty/random"))
+            cases.append(
+                Case(f"{kind}-{flavour}", str(f), "error", "truncated/corrupt/empty/random")
+            )
     return cases
 
 
@@ -332,7 +334,13 @@ def _hdf5_cases(out: Path, bases: dict[str, Path]) -> list[Case]:
         shutil.copy(bases[flavour], f)
         _absurd_h5(f, absurd)
         cases.append(
-            Case(f"hdf5-absurd-shape-{flavour}", str(f), "error", "absurd sizes", error_mentions=sizes)
+            Case(
+                f"hdf5-absurd-shape-{flavour}",
+                str(f),
+                "error",
+                "absurd sizes",
+                error_mentions=sizes,
+            )
         )
     # The same inside a .keras archive.
     inner = d / "inner.weights.h5"
@@ -380,12 +388,26 @@ def _onnx_cases(out: Path, bases: dict[str, Path]) -> list[Case]:
         m.CopyFrom(base)
         for init in m.graph.initializer:
             if init.name == name:
-                init.CopyFrom(tensor if tensor is not None else numpy_helper.from_array(array, name))
+                init.CopyFrom(
+                    tensor if tensor is not None else numpy_helper.from_array(array, name)
+                )
         return m
 
     first = conv_weights[0]
-    shape = list(numpy_helper.to_array(next(i for i in base.graph.initializer if i.name == first)).shape)
-    sizes = ["declares", "absurd", "shape", "size", "bytes", "limit", "expect", "mismatch", "negative"]
+    shape = list(
+        numpy_helper.to_array(next(i for i in base.graph.initializer if i.name == first)).shape
+    )
+    sizes = [
+        "declares",
+        "absurd",
+        "shape",
+        "size",
+        "bytes",
+        "limit",
+        "expect",
+        "mismatch",
+        "negative",
+    ]
 
     # Absurd declared dims with 16 bytes of data, and negative dims.
     for label, dims in (("absurd-dims", [ABSURD, *shape[1:]]), ("negative-dims", [-1, *shape[1:]])):
@@ -411,7 +433,9 @@ def _onnx_cases(out: Path, bases: dict[str, Path]) -> list[Case]:
         0, helper.make_node("ConstantOfShape", ["absurd_shape"], [first], value=fill)
     )
     f = save(m, "constantofshape-absurd.onnx")
-    cases.append(Case("onnx-computed-absurd", str(f), "error", "absurd sizes", error_mentions=sizes))
+    cases.append(
+        Case("onnx-computed-absurd", str(f), "error", "absurd sizes", error_mentions=sizes)
+    )
     # The same, reduced to the right shape: shape inference agrees, only folding would allocate.
     # Refusing the file or skipping the layer (with its reason) are both fine; allocating is not.
     m = onnx.ModelProto()
@@ -451,7 +475,15 @@ def _onnx_cases(out: Path, bases: dict[str, Path]) -> list[Case]:
     m.graph.node.insert(0, helper.make_node("Add", ["x", "loop_b"], ["loop_a"], name="cyc_add"))
     m.graph.node.insert(1, helper.make_node("Relu", ["loop_a"], ["loop_b"], name="cyc_relu"))
     f = save(m, "cycle.onnx")
-    cases.append(Case("onnx-cycle", str(f), "error", "cycles", error_mentions=["cycle", "loop", "topolog", "order", "dangling", "undefined"]))
+    cases.append(
+        Case(
+            "onnx-cycle",
+            str(f),
+            "error",
+            "cycles",
+            error_mentions=["cycle", "loop", "topolog", "order", "dangling", "undefined"],
+        )
+    )
 
     # Non-finite and all-zero kernels: reported per layer, never a silent NaN.
     w = numpy_helper.to_array(next(i for i in base.graph.initializer if i.name == first)).copy()
@@ -508,8 +540,14 @@ def _external_data_cases(d: Path, base) -> list[Case]:
         folder.mkdir(exist_ok=True)
         m = onnx.ModelProto()
         m.CopyFrom(base)
-        onnx.save(m, folder / "model.onnx", save_as_external_data=True,
-                  all_tensors_to_one_file=True, location="model.onnx.data", size_threshold=0)
+        onnx.save(
+            m,
+            folder / "model.onnx",
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location="model.onnx.data",
+            size_threshold=0,
+        )
         data_file = folder / "model.onnx.data"
         if label in ("relative", "absolute", "symlink"):
             shutil.copy(data_file, secret)  # valid bytes: only the guard stands in the way
@@ -562,12 +600,16 @@ def _pytorch_cases(out: Path, bases: dict[str, Path]) -> list[Case]:
     bad[first].view(-1)[1] = float("inf")
     torch.save(bad, d / "inf-kernel.pt")
     cases.append(
-        Case("pt-inf-kernel", str(d / "inf-kernel.pt"), "non-finite", "NaN/Inf weights", layer=first)
+        Case(
+            "pt-inf-kernel", str(d / "inf-kernel.pt"), "non-finite", "NaN/Inf weights", layer=first
+        )
     )
     zero = dict(state)
     zero[first] = torch.zeros_like(state[first])
     torch.save(zero, d / "zero-kernel.pt")
-    cases.append(Case("pt-zero-kernel", str(d / "zero-kernel.pt"), "zero", "all-zero kernels", layer=first))
+    cases.append(
+        Case("pt-zero-kernel", str(d / "zero-kernel.pt"), "zero", "all-zero kernels", layer=first)
+    )
     torch.save({}, d / "empty-state.pt")
     cases.append(
         Case(
@@ -580,7 +622,13 @@ def _pytorch_cases(out: Path, bases: dict[str, Path]) -> list[Case]:
     )
     torch.save({"fc.weight": torch.ones(3, 4), "fc.bias": torch.zeros(3)}, d / "dense-only.pt")
     cases.append(
-        Case("pt-no-convs", str(d / "dense-only.pt"), "error", "empty models", error_mentions=["conv"])
+        Case(
+            "pt-no-convs",
+            str(d / "dense-only.pt"),
+            "error",
+            "empty models",
+            error_mentions=["conv"],
+        )
     )
     # A legacy (non-zip) checkpoint whose storage declares far more elements than the file holds.
     legacy = bases["pt-legacy"].read_bytes()
@@ -597,7 +645,12 @@ def _pytorch_cases(out: Path, bases: dict[str, Path]) -> list[Case]:
     st = bases["safetensors"].read_bytes()
     (d / "absurd-header.safetensors").write_bytes(struct.pack("<Q", 2**60) + st[8:])
     cases.append(
-        Case("safetensors-absurd-header", str(d / "absurd-header.safetensors"), "error", "absurd sizes")
+        Case(
+            "safetensors-absurd-header",
+            str(d / "absurd-header.safetensors"),
+            "error",
+            "absurd sizes",
+        )
     )
     header_len = struct.unpack("<Q", st[:8])[0]
     header = json.loads(st[8 : 8 + header_len])
@@ -608,7 +661,9 @@ def _pytorch_cases(out: Path, bases: dict[str, Path]) -> list[Case]:
         struct.pack("<Q", len(raw)) + raw + st[8 + header_len :]
     )
     cases.append(
-        Case("safetensors-absurd-shape", str(d / "absurd-shape.safetensors"), "error", "absurd sizes")
+        Case(
+            "safetensors-absurd-shape", str(d / "absurd-shape.safetensors"), "error", "absurd sizes"
+        )
     )
     return cases
 

@@ -20,7 +20,10 @@ def _run(args: list[str], seed: str, threads: str, cwd: Path) -> bytes:
     env = cli_env()
     env.update(PYTHONHASHSEED=seed, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
     proc = subprocess.run(
-        [sys.executable, "-m", "convaudit", *args], capture_output=True, env=env, cwd=cwd,
+        [sys.executable, "-m", "convaudit", *args],
+        capture_output=True,
+        env=env,
+        cwd=cwd,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]

@@ -39,8 +39,9 @@ def big_onnx(tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("big")
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
-                              torch.nn.Conv2d(8, 4, 3, padding=1)).eval()
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3, padding=1)
+    ).eval()
     small = folder / "small.onnx"
     torch.onnx.export(net, (torch.zeros(1, 3, 16, 16),), small, dynamo=False, input_names=["x"])
     model = onnx.load(small)
@@ -59,9 +60,24 @@ def _start_clip(model: Path, dest: Path) -> subprocess.Popen:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
 
     return subprocess.Popen(
-        [sys.executable, "-m", "convaudit", "clip", str(model), "--bound", "0.5",
-         "-o", str(dest), "--device", "cpu"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "convaudit",
+            "clip",
+            str(model),
+            "--bound",
+            "0.5",
+            "-o",
+            str(dest),
+            "--device",
+            "cpu",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+        cwd=REPO,
         preexec_fn=default_sigint,
     )
 
@@ -84,14 +100,14 @@ def test_sigint_mid_write_leaves_no_output_and_exits_130(big_onnx, tmp_path):
     try:
         while not _temp_files(tmp_path, dest):
             if proc.poll() is not None:
-                out, err = proc.communicate()
+                _, err = proc.communicate()
                 pytest.fail(f"clip ended (exit {proc.returncode}) before writing:\n{err[-3000:]}")
             if time.monotonic() > deadline:
                 pytest.fail("clip never started writing its output")
             time.sleep(0.002)
         assert not dest.exists(), "the output existed before its temporary file was renamed"
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -113,7 +129,7 @@ def test_sigint_at_any_moment_never_leaves_a_partial_file(big_onnx, tmp_path, de
     try:
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=240)
+        _, err = proc.communicate(timeout=240)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -133,8 +149,22 @@ def test_refused_clip_leaves_no_output(big_onnx, tmp_path):
     digest = _sha256(big_onnx)
     dest = tmp_path / "clipped.onnx"
     proc = subprocess.run(
-        [sys.executable, "-m", "convaudit", "clip", str(big_onnx), "--bound", "-1", "-o", str(dest)],
-        capture_output=True, text=True, env=cli_env(), cwd=REPO, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "convaudit",
+            "clip",
+            str(big_onnx),
+            "--bound",
+            "-1",
+            "-o",
+            str(dest),
+        ],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        cwd=REPO,
+        timeout=240,
     )
     assert proc.returncode == 2, proc.stderr
     _assert_nothing_left(tmp_path, dest, big_onnx, digest)

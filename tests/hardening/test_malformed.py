@@ -79,9 +79,9 @@ def _check_case(case: dict, result: CliResult) -> None:
     else:
         # No silent number: sigma is absent, never a NaN rendered as a value.
         sigma = layer["sigma_max"]
-        assert sigma is None or (
-            sigma["value"] is None or math.isfinite(sigma["value"])
-        ), f"{label}: sigma_max {sigma}"
+        assert sigma is None or (sigma["value"] is None or math.isfinite(sigma["value"])), (
+            f"{label}: sigma_max {sigma}"
+        )
 
 
 def test_corpus_covers_every_promise_2_case(corpus):

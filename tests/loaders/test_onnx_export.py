@@ -127,15 +127,19 @@ def test_dynamo_exporter_with_external_data(dynamo_2d: Exported) -> None:
     assert ir.convs[0].bn is not None
 
 
-@pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
+# one dynamo export (the slow exporter) is enough for the non-2-D paths
 @pytest.mark.parametrize(
-    ("net", "shape"), [(Net1d, (1, 2, 37)), (Net3d, (1, 1, 6, 10, 12))], ids=["1d", "3d"]
+    ("net", "shape", "dynamo"),
+    [
+        (Net1d, (1, 2, 37), False),
+        (Net3d, (1, 1, 6, 10, 12), False),
+        (Net3d, (1, 1, 6, 10, 12), True),
+    ],
+    ids=["1d-legacy", "3d-legacy", "3d-dynamo"],
 )
 def test_1d_and_3d(
     tmp_path: Path, net: type[nn.Module], shape: tuple[int, ...], dynamo: bool
 ) -> None:
-    if dynamo and net is Net1d:
-        pytest.skip("one dynamo export per dimensionality is enough")  # keeps the suite fast
     exported = export(net(), shape, tmp_path / "m.onnx", dynamo=dynamo)
     assert_matches(load(exported.path), exported)
 

@@ -161,3 +161,41 @@ def test_unnamed_nodes_get_stable_names(tmp_path: Path) -> None:
     first = OnnxLoader().load(path, LoadOptions())
     again = OnnxLoader().load(path, LoadOptions())
     assert first.convs[0].name == again.convs[0].name == "Conv_0"
+
+
+def test_a_tensor_added_to_itself_is_listed_twice(tmp_path: Path) -> None:
+    """x + x doubles the Lipschitz constant: the graph must show both edges."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+        helper.make_node("Add", ["c", "c"], ["y"], name="double"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 2, 4, 4))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.ones((2, 2, 1, 1), np.float32), "w")],
+    )
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    add = OnnxLoader().load(path, LoadOptions()).graph.nodes[-1]
+    assert (add.kind, add.inputs) == ("add", ("c", "c"))
+
+
+def test_input_shape_contradicting_a_dynamic_channel_dim(tmp_path: Path) -> None:
+    from convaudit.errors import InputShapeError
+
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv")
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ("n", "c", "h", "w"))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.ones((2, 3, 3, 3), np.float32), "w")],
+    )
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(InputShapeError, match="expects 3 input channels, but gets 4"):
+        OnnxLoader().load(path, LoadOptions(input_shapes={"x": (1, 4, 8, 8)}))
+    ok = OnnxLoader().load(path, LoadOptions(input_shapes={"x": (1, 3, 8, 8)}))
+    assert ok.convs[0].input_size == (8, 8)

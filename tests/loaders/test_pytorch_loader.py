@@ -538,7 +538,9 @@ class ExportBreaker(nn.Module):
 def test_arch_falls_back_to_an_assumed_chain_and_reports_unused_modules(tmp_path: Path) -> None:
     model = ExportBreaker().eval()
     torch.save(model.state_dict(), tmp_path / "sd.pt")
-    ir = load(tmp_path / "sd.pt", arch=f"{__name__}:ExportBreaker", input_shapes={"": (1, 1, 13, 13)})
+    ir = load(
+        tmp_path / "sd.pt", arch=f"{__name__}:ExportBreaker", input_shapes={"": (1, 1, 13, 13)}
+    )
     assert [c.name for c in ir.convs] == ["a", "b"]
     assert ir.layer("a").input_size == (13, 13) and ir.layer("b").input_size == (6, 6)
     assert ir.layer("a").stride == (2, 2) and ir.layer("b").dilation == (2, 2)
@@ -546,3 +548,70 @@ def test_arch_falls_back_to_an_assumed_chain_and_reports_unused_modules(tmp_path
     assert ir.graph.chain_assumed and any("torch.export failed" in n for n in ir.notes)
     assert [n.kind for n in ir.graph.nodes] == ["conv", "batchnorm", "conv"]
     assert [s.name for s in ir.skipped] == ["aux"] and "never called" in ir.skipped[0].reason
+
+
+@pytest.mark.parametrize("legacy", [True, False])
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_any_pickle_protocol(tmp_path: Path, protocol: int, legacy: bool) -> None:
+    """torch's weights_only reader parses protocol 2 only: newer ones need --trust-pickle."""
+    from convaudit.errors import UntrustedPickleError
+
+    weight = torch.randn(3, 2, 3, 3)
+    path = tmp_path / "legacy.pt"
+    torch.save(
+        {"c.weight": weight},
+        path,
+        _use_new_zipfile_serialization=not legacy,
+        pickle_protocol=protocol,
+    )
+    assert PyTorchLoader.sniff(path, path.read_bytes()[:4096])
+    if protocol > 2:
+        with pytest.raises(UntrustedPickleError, match="pickle protocol 4 or later"):
+            load(path)
+    ir = load(path, trust_pickle=protocol > 2)
+    np.testing.assert_array_equal(ir.layer("c").kernel, weight.numpy())
+    assert ir.layer("c").provenance.get("container") == ("legacy" if legacy else "zip")
+
+
+class OpZoo(nn.Module):
+    """One of each op the graph vocabulary maps, in a known order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(2, 4, 3, padding=1)
+        self.prelu = nn.PReLU(4, init=-3.0)
+        self.scale = nn.Parameter(torch.tensor([0.5, -2.0, 1.0, 0.1]).reshape(1, 4, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = nn.functional.leaky_relu(self.c(x), 0.3)
+        y = nn.functional.gelu(nn.functional.elu(y, alpha=1.7))
+        y = self.prelu(nn.functional.silu(y)) * self.scale / 4.0
+        y = nn.functional.avg_pool2d(y, 3, stride=2, padding=1, count_include_pad=False)
+        y = nn.functional.interpolate(y, scale_factor=3, mode="nearest")
+        y = nn.functional.pad(y, (1, 1, 0, 0))
+        m = y.mean(dim=(2, 3), keepdim=True)
+        z = torch.cat([y, y + m], dim=1)  # y + m broadcasts m over the grid
+        return torch.flatten(nn.functional.dropout(z, 0.5, training=False), 1)
+
+
+def test_op_vocabulary_from_export(tmp_path: Path) -> None:
+    torch.export.save(
+        torch.export.export(OpZoo().eval(), (torch.zeros(1, 2, 8, 8),)), tmp_path / "z.pt2"
+    )
+    nodes = load(tmp_path / "z.pt2").graph.nodes
+    got = [(n.kind, n.attrs.get("fn")) for n in nodes]
+    assert got == [
+        ("conv", None), ("activation", "leaky_relu"), ("activation", "elu"), ("activation", "gelu"),
+        ("activation", "silu"), ("activation", "prelu"), ("mul_const", None), ("mul_const", None),
+        ("avgpool", None), ("resize_nearest", None), ("identity", None), ("global_avgpool", None),
+        ("unknown", None), ("concat", None), ("identity", None), ("identity", None),
+    ]  # fmt: skip
+    attrs = [n.attrs for n in nodes]
+    assert attrs[1]["alpha"] == pytest.approx(0.3) and attrs[2]["alpha"] == pytest.approx(1.7)
+    assert attrs[5]["slope"] == pytest.approx(3.0)
+    assert attrs[6]["value"] == pytest.approx(2.0) and attrs[7]["value"] == pytest.approx(0.25)
+    assert attrs[8] == {"kernel": (3, 3), "stride": (2, 2), "padding": (1, 1), "ceil_mode": False,
+                        "input_size": (8, 8), "count_include_pad": False}  # fmt: skip
+    assert attrs[9]["factor"] == (3, 3)
+    assert attrs[11]["input_size"] == (12, 14)
+    assert "broadcasts" in attrs[12]["reason"]

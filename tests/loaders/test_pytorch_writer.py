@@ -104,16 +104,21 @@ def test_state_dict_round_trip_keeps_its_format(tmp_path: Path, legacy: bool) ->
     assert_replaced(sd, torch.load(out, weights_only=True), ir, updates)
 
 
-def test_half_precision_is_written_back_in_half(tmp_path: Path) -> None:
-    sd = {k: v.half() if v.is_floating_point() else v for k, v in model().state_dict().items()}
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_kernels_are_written_back_in_their_stored_dtype(tmp_path: Path, dtype: torch.dtype) -> None:
+    sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model().state_dict().items()}
     torch.save(sd, tmp_path / "h.pt")
     ir = PyTorchLoader().load(tmp_path / "h.pt", LoadOptions())
-    assert ir.layer("conv").provenance.dtype == "float16"
+    assert ir.layer("conv").provenance.dtype == str(dtype).removeprefix("torch.")
+    np.testing.assert_array_equal(ir.layer("conv").kernel, sd["conv.weight"].double().numpy())
     updates = {"conv": np.full(ir.layer("conv").kernel.shape, 0.1)}
     PyTorchLoader().write_kernels(ir, tmp_path / "o.pt", updates)
     out = torch.load(tmp_path / "o.pt", weights_only=True)
-    assert out["conv.weight"].dtype == torch.float16
+    assert out["conv.weight"].dtype == dtype
     assert torch.equal(out["conv.weight"], torch.full_like(out["conv.weight"], 0.1))
+    for key in sd:
+        if key != "conv.weight":
+            assert torch.equal(out[key], sd[key])
 
 
 def test_training_dict_keeps_optimizer_and_epoch(tmp_path: Path) -> None:
@@ -216,3 +221,20 @@ def test_bad_updates_are_refused(tmp_path: Path, mutate: Callable[[dict], dict])
     ir = PyTorchLoader().load(tmp_path / "sd.pt", LoadOptions())
     with pytest.raises(ModelFileError):
         PyTorchLoader().write_kernels(ir, tmp_path / "o.pt", mutate(new_kernels(ir)))
+
+
+def test_protocol_4_file_read_with_trust_is_written_back(tmp_path: Path) -> None:
+    sd = model().state_dict()
+    torch.save(
+        {"net": sd, "epoch": 1},
+        tmp_path / "p4.pt",
+        _use_new_zipfile_serialization=False,
+        pickle_protocol=4,
+    )
+    ir, updates = round_trip(tmp_path / "p4.pt", tmp_path / "o.pt", trust_pickle=True)
+    assert ir.layer("conv").provenance.get("unpickled") == "full"
+    out = torch.load(
+        tmp_path / "o.pt", weights_only=True
+    )  # written back at torch's default protocol
+    assert out["epoch"] == 1 and not zipfile.is_zipfile(tmp_path / "o.pt")
+    assert_replaced(sd, out["net"], ir, updates)
