@@ -1,0 +1,101 @@
+"""σ_max of a layer whose operator is not the exact circular one (MATH.md §2).
+
+Zero, reflect and replicate padding, and circular padding outside the exact geometry.
+
+- **Certified upper bound.** Zeros: σ_circ(N) on the grid N >= H + max(t, E - H + 1), s | N.
+  Other modes: the padded-then-valid factorisation A = C_valid·P, where P copies input entries
+  into the padded tensor, so ‖A‖ <= σ_circ(N')·‖P‖ with N' >= the padded length and
+  ‖P‖ = Π_axes √(most copies of one input entry) (P is a 0/1 matrix with one 1 per row, so
+  PᵀP is the diagonal of copy counts). Reflect/replicate CAN amplify beyond the circular value:
+  this factor is the honest price of certainty.
+- **Exact value.** Lanczos on AᵀA with the real operator and its autograd adjoint, warm-started
+  from the circular top singular vector; lower = ‖Ay‖ (certified).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from convaudit.engine.circular_norm import CircularNorm, circular_sigma_max
+from convaudit.engine.geometry import ConvGeometry
+from convaudit.engine.lanczos import lanczos_sigma_max
+from convaudit.engine.operator import PaddedConv, pad_index
+from convaudit.engine.results import NormResult
+from convaudit.engine.runtime import Runtime
+
+
+def copy_gain(geometry: ConvGeometry, mode: str) -> float:
+    """‖P‖ of the padding map: Π over axes of √(max number of copies of one input entry)."""
+    gain = 1.0
+    for n, t, e in zip(geometry.grid, geometry.before, geometry.last_read, strict=True):
+        idx, valid = pad_index(n, t, t + e + 1, mode, torch.device("cpu"))
+        if valid is not None:
+            idx = idx[valid]
+        if idx.numel():
+            gain *= math.sqrt(int(torch.bincount(idx, minlength=n).max()))
+    return gain
+
+
+def bound_grid(geometry: ConvGeometry, mode: str) -> tuple[tuple[int, ...], float]:
+    """(grid N of the circular operator that bounds this one, multiplicative gain)."""
+    if mode == "zeros":
+        return geometry.zero_pad_bound_grid(), 1.0
+    padded = tuple(t + e + 1 for t, e in zip(geometry.before, geometry.last_read, strict=True))
+    grid = tuple(-(-p // s) * s for p, s in zip(padded, geometry.stride, strict=True))
+    return grid, copy_gain(geometry, mode)
+
+
+def warm_start(norm: CircularNorm, big_grid: tuple[int, ...], geometry: ConvGeometry, c_in: int, groups: int) -> torch.Tensor:
+    """The circular top right singular vector on ``big_grid`` as a real image on the layer's
+    grid: x[c, p] = Re Σ_l conj(v[c, l])·exp(2πi·u_l·(p + t)/N). Both bounding operators
+    (zeros: data at 0..H-1 read with shift t; others: padded tensor read with shift 0, data at
+    t..t+H-1) put input p at phase position p + t."""
+    stride = geometry.stride
+    alias = tuple(n // s for n, s in zip(big_grid, stride, strict=True))
+    c_in_g = c_in // groups
+    n_alias = math.prod(stride)
+    v = norm.vector.reshape(c_in_g, n_alias)
+    ls = np.stack(np.meshgrid(*[np.arange(s) for s in stride], indexing="ij"), -1).reshape(n_alias, -1)
+    u = np.asarray(norm.frequency)[None, :] + ls * np.asarray(alias)[None, :]  # (L, nd)
+    coords = np.meshgrid(*[np.arange(n) + t for n, t in zip(geometry.grid, geometry.before, strict=True)], indexing="ij")
+    phase_arg = sum(u[:, ax, None] * coords[ax].reshape(1, -1) / big_grid[ax] for ax in range(len(big_grid)))
+    waves = np.exp(2j * np.pi * phase_arg)  # (L, P)
+    image = np.real(np.conj(v) @ waves)  # (c_in_g, P)
+    x = np.zeros((c_in, image.shape[1]))
+    x[norm.group * c_in_g : (norm.group + 1) * c_in_g] = image
+    return torch.from_numpy(x.reshape(1, c_in, *geometry.grid))
+
+
+def padded_sigma_max(
+    kernel: torch.Tensor,
+    geometry: ConvGeometry,
+    *,
+    groups: int,
+    mode: str,
+    rt: Runtime,
+    tol: float,
+    exact: bool = True,
+) -> NormResult:
+    """Certified bracket (and, with ``exact``, the converged value) of σ_max of the real operator."""
+    grid_n, gain = bound_grid(geometry, mode)
+    circ = circular_sigma_max(kernel, grid_n, stride=geometry.stride, dilation=geometry.dilation, groups=groups, rt=rt, tol=tol)
+    upper = circ.upper * gain
+    method = f"circular bound on {'x'.join(map(str, grid_n))}" + (f" x padding gain {gain:.4g}" if gain != 1 else "")
+    if not exact:
+        return NormResult(upper, 0.0, upper, False, "upper-bound", mode, geometry.grid, method)
+    op = PaddedConv(kernel.to(torch.float64), geometry, groups=groups, mode=mode)
+    start = warm_start(circ, grid_n, geometry, op.c_in, groups).to(op.kernel.device)
+    start = start + 1e-3 * start.norm() / math.sqrt(start.numel()) * torch.randn(
+        start.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    ).to(start.device)
+    with torch.no_grad():
+        res = lanczos_sigma_max(op.apply, op.gram, start, tol=tol)
+    lower = min(res.lower, upper)
+    converged = res.converged or upper <= lower * (1 + tol)
+    value = min(res.sigma, upper) if converged else upper
+    quantity = "exact" if converged else "upper-bound"
+    return NormResult(value, lower, upper, converged, quantity, mode, geometry.grid,
+                      f"lanczos ({res.products} products); upper: {method}", iterations=res.products)
