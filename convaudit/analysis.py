@@ -28,6 +28,10 @@ NAIVE_PRODUCT_LABEL = (
 )
 
 
+#: AnalysisOptions.sigma -> the engine's name for it
+ENGINE_SIGMA = {"exact": "exact", "bound": "upper-bound"}
+
+
 @dataclass(frozen=True)
 class AnalysisOptions:
     """What ``analyse`` computes.
@@ -179,7 +183,7 @@ def analyse(
                 layer,
                 full=opts.full,
                 fold_bn=opts.fold_bn,
-                sigma=opts.sigma,
+                sigma=ENGINE_SIGMA[opts.sigma],
                 options=engine_options,
             )
         except UnsupportedLayerError as exc:

@@ -17,7 +17,7 @@ from convaudit.empirical import SearchOptions, search_autograd
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 OPTIONS = AuditOptions(
-    analysis=AnalysisOptions(sigma="bound"),
+    analysis=AnalysisOptions(sigma="exact"),
     search=SearchOptions(trials=1, iterations=4, block=6),
 )
 

@@ -28,21 +28,21 @@ from convaudit.engine.runtime import Runtime, chunk_size, chunks
 
 POWER_STEPS = 6
 GRAM_STEPS = 5
+#: Gram matrices up to this size go straight to the eigensolver (iterating costs more)
+DIRECT_SIZE = 24
 
 
 @dataclass(frozen=True)
 class CircularNorm:
     lower: float
     upper: float
+    #: best estimate: σ_max of the best frequency's block by SVD (inside [lower, upper])
+    value: float
     #: the frequency and right singular vector (complex, ``c_in/g·prod(s)``) achieving ``lower``
     frequency: tuple[int, ...]
     group: int
     vector: np.ndarray
     steps: int
-
-    @property
-    def value(self) -> float:
-        return self.lower
 
 
 def rounding_margin(size: int, dtype: torch.dtype) -> float:
@@ -127,11 +127,12 @@ def circular_sigma_max(
         b = frequency_block(taps, shape, freqs[part], grid, stride=stride, dilation=dilation, groups=groups)
         return b.reshape(-1, *b.shape[2:])  # (F·groups, rows, cols)
 
-    # Pass 1: lower bounds everywhere (cheap), remembering the best frequency.
     parts = list(chunks(len(freqs), size))
     best = -1.0
     best_at = (0, 0)
-    for i, part in enumerate(parts):
+    direct = side <= DIRECT_SIZE
+    # Pass 1: lower bounds everywhere (cheap), remembering the best frequency.
+    for i, part in enumerate([] if direct else parts):
         gram, _ = _gram(blocks_of(part))
         low, _ = _power_lower(gram, POWER_STEPS)
         j = int(low.argmax())
@@ -144,7 +145,10 @@ def circular_sigma_max(
     upper = 0.0
     for i, part in enumerate(parts):
         gram, _ = _gram(blocks_of(part))
-        bound = _gram_upper(gram, GRAM_STEPS, floor)
+        if direct:
+            bound = torch.full(gram.shape[:1], math.inf, dtype=gram.real.dtype, device=gram.device)
+        else:
+            bound = _gram_upper(gram, GRAM_STEPS, floor)
         open_ = torch.nonzero(bound > floor).reshape(-1)
         if open_.numel():
             lam = torch.linalg.eigvalsh(gram[open_])[..., -1]
@@ -154,11 +158,12 @@ def circular_sigma_max(
                 best, best_at = float(lam[j]), (part.start + int(open_[j]) // groups, int(open_[j]) % groups)
         upper = max(upper, float(bound.max()))
         if progress is not None:
-            progress(len(parts) + i + 1, 2 * len(parts), "sigma_max")
+            progress(len(parts) * (1 - direct) + i + 1, len(parts) * (2 - direct), "sigma_max")
     f_index, group = best_at
     block = blocks_of(slice(f_index, f_index + 1))[group]
     _, s, vh = torch.linalg.svd(block, full_matrices=False)
     lower = max(math.sqrt(max(best, 0.0)) * (1 - margin), float(s[0]) * (1 - margin))
     upper = max(math.sqrt(max(upper, 0.0)) * (1 + margin), lower)
-    vector = vh[0].conj().cpu().numpy()
-    return CircularNorm(lower, upper, tuple(int(v) for v in freqs[f_index]), group, vector, GRAM_STEPS)
+    vector = vh[0].conj().resolve_conj().cpu().numpy()
+    value = min(max(float(s[0]), lower), upper)
+    return CircularNorm(lower, upper, value, tuple(int(v) for v in freqs[f_index]), group, vector, GRAM_STEPS)

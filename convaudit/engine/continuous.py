@@ -20,8 +20,9 @@ import torch
 from convaudit.engine.circular_norm import circular_sigma_max
 from convaudit.engine.runtime import Runtime
 
-#: most alias frequencies evaluated for S (the Hermitian half of G^nd)
-S_BUDGET = 1 << 17
+#: most alias frequencies evaluated for S (the Hermitian half of G^nd), and most work
+S_BUDGET = 1 << 16
+S_WORK = 4e9
 
 
 def lipschitz_constants(kernel: torch.Tensor, dilation: tuple[int, ...], groups: int) -> tuple[float, ...]:
@@ -59,7 +60,11 @@ def size_independent_bound(
     target = rel_width * max(m0, 1e-300)
     # Equal error share per axis: L_ax / (2·G_ax·s_ax) <= target / nd.
     want = [max(1, math.ceil(nd * lip / (2 * s * target))) for lip, s in zip(lips, stride, strict=True)]
-    cap = max(2, int((2 * S_BUDGET) ** (1 / nd)))
+    c_out, c_in_g = kernel.shape[:2]
+    rows, cols = c_out // groups, c_in_g * math.prod(stride)
+    per_freq = groups * min(rows, cols) ** 2 * max(rows, cols)
+    count = min(2 * S_BUDGET, max(64, int(2 * S_WORK / per_freq)))
+    cap = max(8, int(count ** (1 / nd)))
     alias = tuple(min(w, cap) for w in want)
     grid = tuple(g * s for g, s in zip(alias, stride, strict=True))
     norm = circular_sigma_max(kernel, grid, stride=stride, dilation=dilation, groups=groups, rt=rt, tol=tol)

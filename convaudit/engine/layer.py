@@ -1,0 +1,167 @@
+"""One IR layer -> LayerSpectrum: σ_max of its REAL operator plus the circular spectrum.
+
+``analyse_layer`` is what the model analysis calls for every layer; ``layer_upper_bound`` is
+the certified bound the network-level Lipschitz bound multiplies.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from convaudit.engine.api import as_kernel
+from convaudit.engine.dense import dense_fits, dense_singular_values
+from convaudit.engine.geometry import ConvGeometry, circular_same_geometry, forward_geometry, transposed_geometry
+from convaudit.engine.norms import any_size_norm, check_weight, conv_norm
+from convaudit.engine.results import EngineOptions, LayerSpectrum, NormResult
+from convaudit.engine.runtime import Runtime, runtime
+from convaudit.engine.spectrum import circular_spectrum
+from convaudit.errors import UnsupportedLayerError
+from convaudit.ir import ConvLayer, DenseLayer
+
+#: the full spectrum is computed by default when its SVD work (Σ_freq r²·c) stays under this
+CHEAP_SPECTRUM_WORK = 2e10
+
+
+def _kernel(layer: ConvLayer, fold_bn: bool, rt: Runtime) -> torch.Tensor:
+    raw = layer.folded_kernel() if (fold_bn and layer.bn is not None) else layer.kernel
+    t = torch.as_tensor(np.asarray(raw, dtype=np.float64))
+    if check_weight(t) == "non-finite":
+        return t
+    return as_kernel(t, rt)
+
+
+def layer_geometry(layer: ConvLayer) -> ConvGeometry | None:
+    """The analysed forward conv's geometry, None when the input size is unknown."""
+    if layer.input_size is None:
+        return None
+    if layer.transposed:
+        return transposed_geometry(layer.input_size, layer.kernel_size, layer.stride, layer.dilation,
+                                   layer.padding, layer.output_padding)
+    return forward_geometry(layer.input_size, layer.kernel_size, layer.stride, layer.dilation, layer.padding)
+
+
+def _conv_sigma(layer: ConvLayer, kernel: torch.Tensor, method: str, rt: Runtime, tol: float) -> NormResult:
+    if layer.transposed and layer.padding_mode != "zeros":
+        raise UnsupportedLayerError(f"{layer.name}: transposed conv with {layer.padding_mode} padding")
+    geometry = layer_geometry(layer)
+    if geometry is None:
+        return any_size_norm(kernel, stride=layer.stride, dilation=layer.dilation, groups=layer.groups,
+                             pads=layer.padding, mode=layer.padding_mode, rt=rt, tol=tol)
+    return conv_norm(kernel, geometry, groups=layer.groups, mode=layer.padding_mode, method=method, rt=rt, tol=tol)
+
+
+def spectrum_work(kernel_shape: tuple[int, ...], grid: tuple[int, ...], stride: tuple[int, ...], groups: int) -> float:
+    """Rough SVD cost (multiply-adds) of the circular spectrum, to decide what is cheap."""
+    if all(k == 1 for k in kernel_shape[2:]):
+        return 0.0
+    rows = kernel_shape[0] // groups
+    cols = kernel_shape[1] * math.prod(stride)
+    freqs = math.prod(grid) / math.prod(stride) / 2
+    return freqs * groups * min(rows, cols) ** 2 * max(rows, cols)
+
+
+def _spectrum(layer: ConvLayer, kernel: torch.Tensor, full: bool, rt: Runtime, progress: object) -> tuple[np.ndarray | None, str | None]:
+    """The circular spectrum on the layer's grid, or (None, why not)."""
+    grid = layer.operator_grid()
+    if grid is None:
+        return None, "input size unknown: no spectrum"
+    if not full and spectrum_work(tuple(kernel.shape), grid, layer.stride, layer.groups) > CHEAP_SPECTRUM_WORK:
+        return None, "full spectrum skipped (large); request it with full=True"
+    if all(n % s == 0 for n, s in zip(grid, layer.stride, strict=True)):
+        sv = circular_spectrum(kernel, grid, stride=layer.stride, dilation=layer.dilation, groups=layer.groups,
+                               rt=rt, progress=progress)  # type: ignore[arg-type]
+        return sv, None
+    geometry = circular_same_geometry(grid, layer.kernel_size, layer.stride, layer.dilation)
+    if dense_fits(tuple(kernel.shape), geometry, layer.groups):
+        return dense_singular_values(kernel, geometry, groups=layer.groups, mode="circular", why=""), None
+    return None, f"stride {layer.stride} does not divide the grid {grid}: no exact circular spectrum"
+
+
+def analyse_layer(
+    layer: ConvLayer | DenseLayer,
+    *,
+    full: bool = False,
+    fold_bn: bool = False,
+    sigma: str = "exact",
+    options: EngineOptions = EngineOptions(),
+) -> LayerSpectrum:
+    """σ_max of the layer's real operator and (when cheap or ``full``) its circular spectrum.
+
+    ``sigma``: "exact" (FFT for circular layers, Lanczos with a certified bracket for padded
+    ones), "upper-bound" (the cheap certified bound) or "none". Unknown input size: the
+    size-independent bound S. NaN/Inf weights give status "non-finite" and no numbers.
+    """
+    rt = runtime(options)
+    if isinstance(layer, DenseLayer):
+        return _dense_layer(layer)
+    kernel = _kernel(layer, fold_bn, rt)
+    folded = fold_bn and layer.bn is not None
+    status = check_weight(kernel)
+    base = {"name": layer.name, "kind": layer.kind, "bn_folded": folded}
+    if status == "non-finite":
+        return LayerSpectrum(sigma_max=None, status="non-finite", notes=("weights contain NaN or Inf",), **base)  # type: ignore[arg-type]
+    grid = layer.operator_grid()
+    if status == "zero":
+        zero = NormResult(0.0, 0.0, 0.0, True, "exact", layer.padding_mode, grid, "all-zero kernel")
+        return LayerSpectrum(sigma_max=zero, status="zero", notes=("all-zero kernel",), **base)  # type: ignore[arg-type]
+    sv, why = _spectrum(layer, kernel, full, rt, options.progress)
+    if sigma == "none":
+        norm = None
+    elif (sv is not None and layer.padding_mode == "circular" and grid is not None
+          and all(n % s == 0 for n, s in zip(grid, layer.stride, strict=True))
+          and (geo := layer_geometry(layer)) is not None and geo.is_circular_exact()):
+        top = float(sv[0])
+        margin = 16 * max(kernel.shape[0], kernel.shape[1]) * float(torch.finfo(rt.real).eps)
+        norm = NormResult(top, top * (1 - margin), top * (1 + margin), True, "exact", "circular", grid, "fft + svd")
+    else:
+        norm = _conv_sigma(layer, kernel, sigma, rt, options.tol)
+    notes = () if why is None else (why,)
+    if sv is None:
+        return LayerSpectrum(sigma_max=norm, notes=notes, **base)  # type: ignore[arg-type]
+    return LayerSpectrum(sigma_max=norm, notes=notes, **base, **spectrum_stats(sv), spectrum_operator="circular", spectrum_grid=grid)  # type: ignore[arg-type]
+
+
+def spectrum_stats(sv: np.ndarray) -> dict[str, object]:
+    top = float(sv[0]) if sv.size else 0.0
+    low = float(sv[-1]) if sv.size else 0.0
+    return {
+        "singular_values": sv,
+        "sigma_min": low,
+        "condition": (top / low) if low > 0 else math.inf,
+        "stable_rank": float(np.sum(sv**2) / top**2) if top > 0 else 0.0,
+    }
+
+
+def _dense_layer(layer: DenseLayer) -> LayerSpectrum:
+    w = np.asarray(layer.weight, dtype=np.float64)
+    if not np.isfinite(w).all():
+        return LayerSpectrum(layer.name, layer.kind, None, status="non-finite", notes=("weights contain NaN or Inf",))
+    sv = np.linalg.svd(w, compute_uv=False) if w.size else np.zeros(0)
+    top = float(sv[0]) if sv.size else 0.0
+    margin = 16 * max(w.shape) * float(np.finfo(np.float64).eps)
+    norm = NormResult(top, top * (1 - margin), top * (1 + margin), True, "exact", "dense", None, "svd")
+    status = "zero" if top == 0 else "ok"
+    return LayerSpectrum(layer.name, layer.kind, norm, status=status, spectrum_operator="dense", **spectrum_stats(sv))  # type: ignore[arg-type]
+
+
+def layer_upper_bound(layer: ConvLayer | DenseLayer, *, fold_bn: bool = False, options: EngineOptions = EngineOptions()) -> NormResult:
+    """A CERTIFIED upper bound on σ_max of the layer's real operator (``.upper``).
+
+    NaN/Inf weights raise UnsupportedLayerError: no finite bound exists.
+    """
+    rt = runtime(options)
+    if isinstance(layer, DenseLayer):
+        spec = _dense_layer(layer)
+        if spec.sigma_max is None:
+            raise UnsupportedLayerError(f"{layer.name}: weights contain NaN or Inf")
+        return spec.sigma_max
+    kernel = _kernel(layer, fold_bn, rt)
+    status = check_weight(kernel)
+    if status == "non-finite":
+        raise UnsupportedLayerError(f"{layer.name}: weights contain NaN or Inf", hint="no finite bound exists")
+    if status == "zero":
+        return NormResult(0.0, 0.0, 0.0, True, "exact", layer.padding_mode, layer.operator_grid(), "all-zero kernel")
+    return _conv_sigma(layer, kernel, "upper-bound", rt, options.tol)

@@ -1,0 +1,122 @@
+"""Full circular spectra against the dense operator matrix (tests/oracle.py), float64 to 1e-10."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from oracle import circular_singular_values, dense_singular_values
+from strategies import conv_cases
+
+from convaudit.engine.api import singular_values
+from convaudit.errors import UnsupportedLayerError
+
+
+def assert_same_spectrum(got: np.ndarray, want: np.ndarray, rel: float = 1e-10) -> None:
+    want = np.sort(want)[::-1]
+    assert got.shape == want.shape
+    assert np.all(np.diff(got) <= 0), "not sorted descending"
+    scale = max(float(want[0]), 1e-300)
+    assert np.max(np.abs(got - want)) <= rel * scale
+
+
+@settings(max_examples=60, deadline=None)
+@given(conv_cases())
+def test_full_spectrum_matches_dense_operator(case):
+    kernel, grid, stride, dilation, groups = case
+    got = singular_values(kernel, grid, stride=stride, dilation=dilation, groups=groups)
+    want = circular_singular_values(kernel, grid, stride=stride, dilation=dilation, groups=groups)
+    assert_same_spectrum(got, want)
+
+
+@settings(max_examples=25, deadline=None)
+@given(conv_cases(max_dims=2))
+def test_transposed_has_the_forward_spectrum(case):
+    kernel, grid, stride, dilation, groups = case
+    # The transposed conv on the alias grid is the adjoint of the forward conv on `grid`.
+    alias = tuple(n // s for n, s in zip(grid, stride))
+    got = singular_values(kernel, alias, stride=stride, dilation=dilation, groups=groups, transposed=True)
+    want = circular_singular_values(kernel, grid, stride=stride, dilation=dilation, groups=groups)
+    assert_same_spectrum(got, want)
+
+
+def test_depthwise_with_multiplier():
+    rng = np.random.default_rng(3)
+    kernel = rng.standard_normal((6, 1, 3, 3))  # 3 channels x multiplier 2
+    got = singular_values(kernel, (5, 6), groups=3)
+    assert_same_spectrum(got, circular_singular_values(kernel, (5, 6), stride=1, dilation=1, groups=3))
+
+
+@pytest.mark.parametrize("dilation", [1, 2, 3])
+def test_dilation_coprime_and_not(dilation):
+    kernel = np.random.default_rng(dilation).standard_normal((2, 3, 3, 3))
+    got = singular_values(kernel, (6, 6), dilation=dilation)
+    assert_same_spectrum(got, circular_singular_values(kernel, (6, 6), stride=1, dilation=dilation))
+
+
+def test_kernel_larger_than_grid():
+    # The paper's fft2(K, s=grid) crops this kernel (54 % error, MATH.md §1); we must not.
+    kernel = np.random.default_rng(0).standard_normal((2, 2, 5, 5))
+    got = singular_values(kernel, (3, 3))
+    assert_same_spectrum(got, circular_singular_values(kernel, (3, 3), stride=1, dilation=1))
+
+
+def test_stride_not_dividing_grid_uses_dense_operator():
+    kernel = np.random.default_rng(1).standard_normal((3, 2, 3, 3))
+    got = singular_values(kernel, (7, 5), stride=2)
+    want = dense_singular_values(kernel, (7, 5), stride=(2, 2), padding=((1, 1), (1, 1)), dilation=(1, 1),
+                                 padding_mode="circular")
+    assert_same_spectrum(got, want)
+
+
+def test_stride_not_dividing_a_large_grid_is_refused():
+    kernel = np.ones((64, 64, 3, 3))
+    with pytest.raises(UnsupportedLayerError, match="too large"):
+        singular_values(kernel, (33, 33), stride=2)
+
+
+def test_analytic_dirac_scaled_and_orthogonal():
+    dirac = np.zeros((4, 4, 3, 3))
+    for c in range(4):
+        dirac[c, c, 1, 1] = 1.0
+    np.testing.assert_allclose(singular_values(dirac, (5, 4)), np.ones(80), atol=1e-14)
+    kernel = np.random.default_rng(0).standard_normal((3, 3, 3, 3))
+    np.testing.assert_allclose(singular_values(2.5 * kernel, (4, 4)), 2.5 * singular_values(kernel, (4, 4)), rtol=1e-12)
+    q, _ = np.linalg.qr(np.random.default_rng(1).standard_normal((5, 5)))
+    np.testing.assert_allclose(singular_values(q[:, :, None, None], (6, 7)), np.ones(5 * 42), atol=1e-13)
+
+
+def test_float32_precision_as_math_states():
+    kernel = np.random.default_rng(4).standard_normal((8, 6, 3, 3))
+    exact = singular_values(kernel, (8, 8))
+    single = singular_values(kernel.astype(np.float32), (8, 8), dtype="float32")
+    # MATH.md §5: every value to ~2e-7·σ_max absolute in float32.
+    assert np.max(np.abs(single - exact)) <= 2e-6 * exact[0]
+    assert abs(single[0] - exact[0]) <= 1e-6 * exact[0]
+
+
+def test_accepts_torch_tensors_and_1d_3d():
+    import torch
+
+    k1 = torch.randn(2, 3, 3, dtype=torch.float64)
+    assert_same_spectrum(singular_values(k1, (8,)), circular_singular_values(k1.numpy(), (8,), stride=1, dilation=1))
+    k3 = np.random.default_rng(5).standard_normal((2, 2, 2, 3, 2))
+    assert_same_spectrum(singular_values(k3, (3, 4, 2), stride=(1, 2, 1)),
+                         circular_singular_values(k3, (3, 4, 2), stride=(1, 2, 1), dilation=1))
+
+
+def test_progress_callback_and_memory_budget():
+    kernel = np.random.default_rng(6).standard_normal((4, 4, 3, 3))
+    seen = []
+    small = singular_values(kernel, (16, 16), max_memory=4096 * 16, progress=lambda d, t, w: seen.append((d, t)))
+    assert seen and seen[-1][0] == seen[-1][1] and seen[-1][1] > 1
+    assert_same_spectrum(small, singular_values(kernel, (16, 16)), rel=1e-13)
+
+
+def test_bad_input_is_a_convaudit_error():
+    with pytest.raises(UnsupportedLayerError, match="NaN"):
+        singular_values(np.full((2, 2, 3, 3), np.nan), (4, 4))
+    with pytest.raises(UnsupportedLayerError):
+        singular_values(np.ones((2, 3)), (4, 4))
+    with pytest.raises(UnsupportedLayerError, match="groups"):
+        singular_values(np.ones((3, 1, 3, 3)), (4, 4), groups=2)
