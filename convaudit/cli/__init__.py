@@ -5,13 +5,30 @@ Exit codes: 0 ok, 1 a check failed, 2 usage/input/environment error, 130 interru
 
 from __future__ import annotations
 
+import os
 import sys
 
-import typer
-
-from convaudit.cli import check, clip, layers, spectrum  # noqa: F401  (registers the commands)
-from convaudit.cli.app import app, debug_enabled, report_error
 from convaudit.errors import EXIT_ERROR, EXIT_INTERRUPTED, ConvauditError
+
+
+def _is_cli_process() -> bool:
+    """True when this process is the convaudit command (console script or python -m)."""
+    main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return getattr(main_spec, "name", "") == "convaudit.__main__" or (
+        os.path.basename(sys.argv[0] if sys.argv else "") == "convaudit"
+    )
+
+
+try:  # the imports below take a second or two (torch): a Ctrl-C meanwhile is no traceback
+    import typer
+
+    from convaudit.cli import check, clip, layers, spectrum  # noqa: F401  (registers the commands)
+    from convaudit.cli.app import app, debug_enabled, report_error
+except KeyboardInterrupt:
+    if not _is_cli_process():
+        raise
+    sys.stderr.write("error: interrupted\n")
+    raise SystemExit(EXIT_INTERRUPTED) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +55,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:  # pragma: no cover - the console script
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # between two handlers, e.g. while a report is being printed
+        sys.stderr.write("error: interrupted\n")
+        code = EXIT_INTERRUPTED
+    sys.exit(code)
 
 
 __all__ = ["app", "main", "run"]

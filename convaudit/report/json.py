@@ -32,9 +32,18 @@ def _is_flat(value: Any) -> bool:
     return not isinstance(value, dict)
 
 
+def _plain(value: Any) -> Any:
+    """numpy scalars (np.bool_, np.int64, ...) as Python ones."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
 def _encode(value: Any, depth: int) -> str:
     if _is_flat(value):
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
+        return json.dumps(
+            value, ensure_ascii=False, allow_nan=False, separators=(", ", ": "), default=_plain
+        )
     inner, outer = "  " * (depth + 1), "  " * depth
     if isinstance(value, dict):
         if not value:

@@ -9,12 +9,9 @@ from pathlib import Path
 import pytest
 
 # Re-exported: some test modules import it from here.
-from cli_helpers import one_error_line  # noqa: F401
-from typer.testing import CliRunner, Result
+from cli_helpers import REPO, one_error_line, run_cli  # noqa: F401
+from typer.testing import Result
 
-from convaudit.cli import app
-
-REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden"
 
 
@@ -28,12 +25,7 @@ def in_repo(monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def cli(in_repo: Path) -> Callable[..., Result]:
     """invoke('spectrum', 'model.onnx', ...) -> Result with .exit_code, .stdout, .stderr apart."""
-    runner = CliRunner()
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(app, list(args), env={"COLUMNS": "200", "NO_COLOR": "1"})
-
-    return invoke
+    return run_cli
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import convaudit.cli.progress as progress_module
 import convaudit.cli.spectrum as spectrum_cli
 from convaudit.cli.progress import LazyProgress
 
-DEMO = "sample_models/resnet_tiny.onnx"
+SIGNAL = "sample_models/signal_1d.onnx"
 
 
 @pytest.fixture
@@ -21,16 +21,16 @@ def slow_terminal(monkeypatch):
 
 
 def test_bar_on_a_terminal_goes_to_stderr_only(cli, slow_terminal):
-    result = cli("spectrum", DEMO)
+    result = cli("spectrum", SIGNAL, "--layers", "conv3")
     assert result.exit_code == 0, result.stderr
-    assert "resnet_tiny.onnx" in result.stderr  # the bar, labelled with the model, on stderr
+    assert "signal_1d.onnx" in result.stderr  # the bar, labelled with the model, on stderr
     assert "\x1b[" in result.stderr
     assert "\x1b[" not in result.stdout and "σ_max" in result.stdout  # the report is clean
 
 
 @pytest.mark.parametrize("extra", [("--quiet",), ("--format", "json"), ("--format", "csv")])
 def test_no_bar_when_quiet_or_machine_format(cli, slow_terminal, extra):
-    result = cli("spectrum", DEMO, *extra)
+    result = cli("spectrum", SIGNAL, "--layers", "conv3", *extra)
     assert result.exit_code == 0, result.stderr
     assert result.stderr == ""
     if "json" in extra:

@@ -278,6 +278,22 @@ def _archive_cases(out: Path, bases: dict[str, Path]) -> list[Case]:
     cases.append(
         Case("zip-too-many-members", str(f), "error", "zip bomb", error_mentions=["members"])
     )
+    # A member name that is not valid UTF-8 although the entry says it is (zipfile raises
+    # UnicodeDecodeError, a ValueError, while opening the archive). Found by test_fuzz.
+    for flavour in ("keras", "pt", "ckpt", "torchscript", "pt2"):
+        src = bases[flavour]
+        f = d / f"bad-member-name-{flavour}{src.suffix}"
+        data = bytearray(src.read_bytes())
+        pos = data.find(b"PK\x01\x02")
+        flags = struct.unpack_from("<H", data, pos + 8)[0] | 0x800  # bit 11: names are UTF-8
+        struct.pack_into("<H", data, pos + 8, flags)
+        data[pos + 46] = 0xFF
+        f.write_bytes(bytes(data))
+        cases.append(
+            Case(
+                f"zip-bad-member-name-{flavour}", str(f), "error", "truncated/corrupt/empty/random"
+            )
+        )
     # A member whose central directory declares ~4 GiB (a forged size, nothing inflated).
     for flavour in ("keras", "pt"):
         src = bases[flavour]
@@ -356,6 +372,16 @@ def _hdf5_cases(out: Path, bases: dict[str, Path]) -> list[Case]:
     cases.append(
         Case("hdf5-absurd-shape-keras", str(f), "error", "absurd sizes", error_mentions=sizes)
     )
+    # One byte duplicated early on: the superblock still opens, every address behind it is
+    # off by one, and h5py fails later, on an attribute or link read. Found by test_fuzz.
+    for flavour, frac in (("h5", 0.1), ("weights.h5", 0.2)):
+        data = bases[flavour].read_bytes()
+        k = int(len(data) * frac)
+        f = d / f"shifted-{bases[flavour].name}"
+        f.write_bytes(data[:k] + data[k : k + 1] + data[k:])
+        cases.append(
+            Case(f"hdf5-shifted-{flavour}", str(f), "error", "truncated/corrupt/empty/random")
+        )
     # An HDF5 file with no Keras structure at all.
     f = d / "plain.h5"
     with h5py.File(f, "w") as h:

@@ -109,7 +109,10 @@ def test_layers_on_every_unreadable_file(corpus, run_cli, subtests):
             assert_clean_error(result, case["name"])
 
 
-@pytest.mark.parametrize("name", ["zip-bomb-keras-weights", "onnx-external-relative", "random-pt"])
+@pytest.mark.parametrize(
+    "name",
+    ["zip-bomb-keras-weights", "onnx-external-relative", "random-pt", "zip-bad-member-name-pt2"],
+)
 def test_real_process_gives_one_error_line(corpus, name):
     """The same through a real `python -m convaudit` process (exit status as a shell sees it)."""
     case = next(c for c in corpus["cases"] if c["name"] == name)
