@@ -90,7 +90,7 @@ def layer_bounds(ir: ModelIR, report: ModelReport, options: AnalysisOptions) -> 
             plain[name] = layer_upper_bound(layer, fold_bn=False, options=engine).upper
         if not options.fold_bn and name in folded_targets:
             folded[name] = layer_upper_bound(layer, fold_bn=True, options=engine).upper
-    return LayerBounds(plain=plain, folded=folded)
+    return LayerBounds.with_bn_gains(ir.layers, plain, folded)
 
 
 def _input_shapes(ir: ModelIR, given: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:

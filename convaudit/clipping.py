@@ -23,8 +23,9 @@ import numpy as np
 
 from convaudit.atomic import atomic_path, check_destination
 from convaudit.engine.projection import DEFAULT_TOL, METHODS, project_matrix
-from convaudit.engine.projection_layer import certified_sigma, project_layer
-from convaudit.engine.results import ProgressCallback
+from convaudit.engine.layer import analyse_layer, layer_upper_bound
+from convaudit.engine.projection_layer import project_layer
+from convaudit.engine.results import EngineOptions, ProgressCallback
 from convaudit.errors import ConfigError, ConvauditError
 from convaudit.ir import ConvLayer, DenseLayer, Layer, ModelIR, SkippedLayer
 from convaudit.loaders import LoadOptions, load_model, write_kernels
@@ -70,8 +71,6 @@ class LayerClip:
     @property
     def within_bound(self) -> bool:
         measured = self.rechecked if self.rechecked is not None else self.sigma_after
-        if self.exact_after is not None:
-            measured = min(measured, self.exact_after)
         return measured <= self.bound
 
 
@@ -94,7 +93,7 @@ def parse_bound_rule(text: str) -> BoundRule:
     """``REGEX=VALUE`` (the last ``=`` splits, so the regex may contain ``=``)."""
     pattern, sep, value = text.rpartition("=")
     if not sep or not pattern:
-        raise ConfigError(f"bad --bound-for {text!r}", hint="write it as REGEX=VALUE, e.g. 'layer4\\..*=2.0'")
+        raise ConfigError(f"bad --bound-for {text!r}: expected REGEX=VALUE", hint="e.g. --bound-for 'layer4\\..*=2.0'")
     return _compiled(pattern, "--bound-for"), _positive(value, f"--bound-for {text!r}")
 
 
@@ -116,15 +115,24 @@ def _positive(value: object, what: str) -> float:
     return number
 
 
-def select_layers(ir: ModelIR, options: ClipOptions) -> list[tuple[Layer, float]]:
-    """The layers to clip with their bounds, in model order."""
+def check_options(options: ClipOptions) -> None:
+    """Every option error, before any (possibly slow) loading."""
     if options.method not in METHODS:
         raise ConfigError(f"unknown method {options.method!r}", hint=f"choose one of {', '.join(METHODS)}")
     if options.bound is None and not options.bound_for:
         raise ConfigError("no bound given", hint="pass --bound VALUE and/or --bound-for REGEX=VALUE")
     if options.bound is not None:
         _positive(options.bound, "--bound")
-    only = re.compile(_compiled(options.layers, "--layers")) if options.layers else None
+    if options.layers:
+        _compiled(options.layers, "--layers")
+    if not options.tol >= 0:
+        raise ConfigError(f"--tol must be >= 0, got {options.tol}")
+
+
+def select_layers(ir: ModelIR, options: ClipOptions) -> list[tuple[Layer, float]]:
+    """The layers to clip with their bounds, in model order."""
+    check_options(options)
+    only = re.compile(options.layers) if options.layers else None
     chosen: list[tuple[Layer, float]] = []
     for layer in ir.layers:
         if only is not None and not only.search(layer.name):
@@ -142,23 +150,12 @@ def select_layers(ir: ModelIR, options: ClipOptions) -> list[tuple[Layer, float]
     return chosen
 
 
-def _exact_sigma(layer: ConvLayer, fold_bn: bool) -> float:
-    """The converged exact σ_max of the real operator (engine API), folded BN included."""
-    from convaudit.engine.api import operator_norm  # type: ignore[import-not-found]
-
-    kernel = layer.folded_kernel() if fold_bn and layer.bn is not None else layer.kernel
-    result = operator_norm(
-        kernel,
-        layer.operator_grid(),
-        stride=layer.stride,
-        padding=layer.padding,
-        dilation=layer.dilation,
-        groups=layer.groups,
-        padding_mode=layer.padding_mode,
-        transposed=layer.transposed,
-        input_size=layer.input_size,
-    )
-    return float(result.upper if not result.exact else result.value)
+def _exact_sigma(layer: ConvLayer, fold_bn: bool, options: ClipOptions) -> float | None:
+    """σ_max of the real operator by the engine's exact method (Lanczos / FFT); None when it
+    did not converge (the certified bound still holds)."""
+    engine = EngineOptions(device=options.device, max_memory=options.max_memory)
+    norm = analyse_layer(layer, fold_bn=fold_bn, sigma="exact", options=engine).sigma_max
+    return norm.value if norm is not None and norm.exact else None
 
 
 def _clip_one(layer: Layer, bound: float, options: ClipOptions, progress: ProgressCallback | None) -> tuple[np.ndarray | None, LayerClip]:
@@ -190,7 +187,7 @@ def _clip_one(layer: Layer, bound: float, options: ClipOptions, progress: Progre
         converged=stats.converged, operator=operator, bn_folded=fold,
     )
     if options.exact and isinstance(layer, ConvLayer):
-        clip = replace(clip, exact_after=_exact_sigma(replace(layer, kernel=kernel), fold))
+        clip = replace(clip, exact_after=_exact_sigma(replace(layer, kernel=kernel), fold, options))
     return (None if stats.unchanged else kernel), clip
 
 
@@ -214,16 +211,14 @@ def clip_ir(
 
 
 def recheck(path: Path, rows: Sequence[LayerClip], options: ClipOptions, load_options: LoadOptions) -> list[LayerClip]:
-    """Reload ``path`` with convaudit's loader and re-measure each clipped layer."""
+    """Reload ``path`` with convaudit's loader and re-measure each clipped layer with the
+    engine's certified upper bound (written independently of the projection code)."""
     ir = load_model(path, load_options)
+    engine = EngineOptions(device=options.device, max_memory=options.max_memory)
     out = []
     for row in rows:
-        layer = ir.layer(row.name)
-        if isinstance(layer, DenseLayer):
-            sigma = float(np.linalg.norm(np.asarray(layer.weight, np.float64), 2))
-        else:
-            sigma = certified_sigma(layer, fold_bn=row.bn_folded, max_memory=options.max_memory)
-        out.append(replace(row, rechecked=sigma))
+        bound = layer_upper_bound(ir.layer(row.name), fold_bn=row.bn_folded, options=engine)
+        out.append(replace(row, rechecked=bound.upper))
     return out
 
 
@@ -252,6 +247,7 @@ def clip_model(
     options = options or ClipOptions()
     if bound is not None:
         options = replace(options, bound=bound)
+    check_options(options)
     load_options = load_options or LoadOptions()
     source = Path(path)
     dest = _destination(source, output, in_place=in_place, force=force, dry_run=dry_run)

@@ -16,12 +16,12 @@ A node without a rule makes every tensor downstream of it unbounded, and the res
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from convaudit.ir import Graph, GraphNode
+from convaudit.ir import ConvLayer, Graph, GraphNode, Layer
 from convaudit.network_rules import (
     RuleError,
     activation_constant,
@@ -42,10 +42,25 @@ class LayerBounds:
     ``plain``: sigma_max upper bound of the layer's real operator as stored (its padding, its
     input size). ``folded``: for a conv followed by an eval BatchNorm that the loader marked
     ``folded_into`` it, the bound of the conv with that BatchNorm folded into its kernel.
+    ``bn_gain``: conv name -> max|gamma/sqrt(var+eps)| of its attached BatchNorm, the fallback
+    when the folded bound is missing (||D A|| <= ||D||·||A||: sound, looser).
     """
 
     plain: Mapping[str, float]
     folded: Mapping[str, float] = field(default_factory=dict)
+    bn_gain: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def with_bn_gains(
+        cls, layers: Sequence[Layer], plain: Mapping[str, float], folded: Mapping[str, float]
+    ) -> LayerBounds:
+        """Fill ``bn_gain`` from the layers' attached BatchNorms."""
+        gains = {
+            layer.name: float(np.max(np.abs(layer.bn.scale))) if layer.bn.scale.size else 0.0
+            for layer in layers
+            if isinstance(layer, ConvLayer) and layer.bn is not None
+        }
+        return cls(plain, folded, gains)
 
 
 @dataclass(frozen=True)
@@ -238,13 +253,13 @@ class _Propagation:
                 self.notes.append(
                     f"batchnorm {node.name}: no folded bound for {target}, used max|scale|"
                 )
-        if "scale" not in attrs:
+        if "scale" in attrs:
+            scale = np.abs(np.asarray(attrs["scale"], np.float64))
+            factor = float(np.max(scale)) if scale.size else 0.0
+        elif target and target in self.bounds.bn_gain:
+            factor = float(self.bounds.bn_gain[target])
+        else:
             raise RuleError("eval BatchNorm without its per-channel scale")
-        factor = (
-            float(np.max(np.abs(np.asarray(attrs["scale"], np.float64))))
-            if np.size(attrs["scale"])
-            else 0.0
-        )
         self.factors.append(factor)
         return self.scale(self.data_input(node), factor)
 

@@ -175,8 +175,6 @@ def clip(
         device=resolve_device(device),
         max_memory=None if max_memory is None else parse_bytes(max_memory),
     )
-    if not options.tol >= 0:
-        raise ConfigError(f"--tol must be >= 0, got {options.tol}")
     load_options = LoadOptions(input_shapes=parse_input_shapes(input_shape), trust_pickle=trust_pickle, arch=arch)
     show = not quiet and fmt is ClipFormat.TABLE and stderr_is_tty()
     with LazyProgress("clipping", enabled=show) as progress:

@@ -118,10 +118,13 @@ class _Torus:
 
     def sigma_max(self, torus: torch.Tensor) -> float:
         flat = self._flat(self.blocks(torus))
-        best = 0.0
-        for part in self._chunks(flat):
-            best = max(best, float(torch.linalg.svdvals(part)[..., 0].max()))
-        return best
+        return max(float(self._top(part).max()) for part in self._chunks(flat))
+
+    @staticmethod
+    def _top(blocks: torch.Tensor) -> torch.Tensor:
+        if min(blocks.shape[-2:]) == 1:  # a row or column (depthwise): σ is its length
+            return torch.linalg.vector_norm(blocks, dim=(-2, -1))
+        return torch.linalg.svdvals(blocks)[..., 0]
 
     def clip(self, torus: torch.Tensor, bound: float) -> tuple[torch.Tensor, float]:
         """Exact projection onto the ball among grid-sized kernels; also returns σ_max before.
@@ -129,15 +132,19 @@ class _Torus:
         Singular values first (cheap), then full SVDs only of the blocks above the bound."""
         blocks = self.blocks(torus)
         flat = self._flat(blocks)
-        top = torch.cat([torch.linalg.svdvals(part)[..., 0] for part in self._chunks(flat)])
+        top = torch.cat([self._top(part) for part in self._chunks(flat)])
         sigma = float(top.max())
-        over = torch.nonzero(top > bound).flatten()
-        if over.numel():
-            out = flat.clone()
-            for idx in torch.split(over, self._step(flat)):
-                u, s, vh = torch.linalg.svd(flat[idx], full_matrices=False)
-                out[idx] = (u * s.clamp(max=bound).to(u.dtype)[..., None, :]) @ vh
-            flat = out
+        if min(flat.shape[-2:]) == 1:
+            factor = (bound / top.clamp(min=bound)).to(flat.dtype)
+            flat = flat * factor[:, None, None]
+        else:
+            over = torch.nonzero(top > bound).flatten()
+            if over.numel():
+                out = flat.clone()
+                for idx in torch.split(over, self._step(flat)):
+                    u, s, vh = torch.linalg.svd(flat[idx], full_matrices=False)
+                    out[idx] = (u * s.clamp(max=bound).to(u.dtype)[..., None, :]) @ vh
+                flat = out
         g = self.geometry
         clipped = blocks_to_torus(
             flat.reshape(blocks.shape), g.grid, stride=g.stride, c_in_g=self.c_in_g, half=self.half

@@ -57,7 +57,7 @@ def runtime(options: EngineOptions) -> Runtime:
     real = torch.float64 if options.dtype == "float64" else torch.float32
     cplx = torch.complex128 if real == torch.float64 else torch.complex64
     budget = options.max_memory if options.max_memory is not None else total_memory() // 4
-    threads = options.threads if options.threads else (os.cpu_count() or 1)
+    threads = options.threads if options.threads else torch.get_num_threads()
     if device.type != "cpu":
         threads = 1  # one stream: the GPU batches internally
     return Runtime(device, real, cplx, int(budget), max(1, int(threads)))
@@ -91,7 +91,11 @@ def run_chunks(
     what: str,
 ) -> list[T]:
     """Run ``work`` over the chunks, on worker threads on CPU (torch releases the GIL inside
-    LAPACK), reporting progress in chunk order. Results come back in chunk order."""
+    LAPACK), reporting progress in chunk order. Results come back in chunk order.
+
+    With several workers, torch's own intra-op threads are set to 1 meanwhile: LAPACK on small
+    matrices does not use them well, and workers x OpenMP threads would oversubscribe the cores.
+    """
     results: list[T] = []
     total = len(parts)
     if rt.threads <= 1 or total <= 1:
@@ -100,9 +104,14 @@ def run_chunks(
             if progress is not None:
                 progress(i + 1, total, what)
         return results
-    with ThreadPoolExecutor(max_workers=rt.threads) as pool:
-        for i, result in enumerate(pool.map(work, parts)):
-            results.append(result)
-            if progress is not None:
-                progress(i + 1, total, what)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=rt.threads) as pool:
+            for i, result in enumerate(pool.map(work, parts)):
+                results.append(result)
+                if progress is not None:
+                    progress(i + 1, total, what)
+    finally:
+        torch.set_num_threads(previous)
     return results

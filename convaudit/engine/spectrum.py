@@ -11,9 +11,16 @@ import math
 import numpy as np
 import torch
 
+import dataclasses
+
 from convaudit.engine.frequencies import alias_frequencies, frequency_block, kernel_taps
 from convaudit.engine.runtime import Runtime, chunk_size, chunks, run_chunks
 from convaudit.engine.results import ProgressCallback
+
+
+#: frequency matrices this large are decomposed one chunk at a time with LAPACK's own threads;
+#: smaller ones in parallel chunks on worker threads (measured faster on both sides)
+POOL_MAX_SIDE = 192
 
 
 def pointwise_spectrum(kernel: torch.Tensor, grid: tuple[int, ...], stride: tuple[int, ...], groups: int) -> np.ndarray:
@@ -72,6 +79,8 @@ def frequency_svdvals(
     shape = tuple(kernel.shape)
     c_out, c_in_g = shape[:2]
     per_freq = c_out * c_in_g * math.prod(stride) * rt.itemsize
+    if min(c_out // groups, c_in_g * math.prod(stride)) >= POOL_MAX_SIDE:
+        rt = dataclasses.replace(rt, threads=1)  # big matrices: LAPACK threads itself
     size = chunk_size(rt, per_freq, len(freqs), what="singular values")
 
     def work(part: slice) -> np.ndarray:

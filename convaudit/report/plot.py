@@ -83,7 +83,9 @@ def _draw_model(fig: Any, axes: Sequence[Any], report: ModelReport) -> None:
     values = np.array([np.nan if s is None else s.value for s in sigma], dtype=np.float64)
     exact = np.array([s is not None and s.exact for s in sigma])
     depth_ax.plot(positions, values, color="0.6", lw=0.8, zorder=1)
-    depth_ax.scatter(positions[exact], values[exact], color="C0", s=18, zorder=2, label="σ_max exact")
+    depth_ax.scatter(
+        positions[exact], values[exact], color="C0", s=18, zorder=2, label="σ_max exact"
+    )
     depth_ax.scatter(
         positions[~exact],
         values[~exact],
@@ -98,7 +100,12 @@ def _draw_model(fig: Any, axes: Sequence[Any], report: ModelReport) -> None:
     )
     if np.isfinite(mins).any():
         depth_ax.plot(
-            positions, np.where(mins > 0, mins, np.nan), "v", color="C2", ms=4, label="σ_min (circular)"
+            positions,
+            np.where(mins > 0, mins, np.nan),
+            "v",
+            color="C2",
+            ms=4,
+            label="σ_min (circular)",
         )
     if (np.nan_to_num(values) > 0).any():
         depth_ax.set_yscale("log")

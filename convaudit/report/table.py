@@ -19,13 +19,17 @@ from convaudit.report.interface import (
     short,
 )
 
+#: console width when the output is not a terminal: wide enough that no table wraps
+NATURAL_WIDTH = 400
+
 
 def to_text(renderables: Sequence[RenderableType], *, width: int | None, color: bool) -> str:
     """Render rich objects to a string (no ANSI codes unless ``color``)."""
     buffer = io.StringIO()
     console = Console(
         file=buffer,
-        width=width or 160,
+        # Not a terminal (a file, a pipe): every table at its natural width, never wrapped.
+        width=width or NATURAL_WIDTH,
         force_terminal=color,
         color_system="standard" if color else None,
         highlight=False,
@@ -34,7 +38,8 @@ def to_text(renderables: Sequence[RenderableType], *, width: int | None, color: 
     )
     for item in renderables:
         console.print(item)
-    return buffer.getvalue()
+    # rich pads titles and captions to the table's width: drop that, so files diff cleanly.
+    return "".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines())
 
 
 def _pads(padding: Sequence[tuple[int, int]]) -> str:
@@ -93,7 +98,7 @@ def spectrum_renderables(report: ModelReport) -> list[RenderableType]:
         ("cond*", "right"),
         ("stable rank*", "right"),
     ):
-        table.add_column(header, justify=justify)  # type: ignore[arg-type]
+        table.add_column(header, justify=justify, no_wrap=header != "layer")  # type: ignore[arg-type]
     for result in report.layers:
         table.add_row(*_spectrum_row(result))
     out: list[RenderableType] = [table]

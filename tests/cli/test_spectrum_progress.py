@@ -21,7 +21,7 @@ def slow_terminal(monkeypatch):
 
 
 def test_bar_on_a_terminal_goes_to_stderr_only(cli, slow_terminal):
-    result = cli("spectrum", SIGNAL, "--layers", "conv3")
+    result = cli("spectrum", SIGNAL, "--layers", "conv3", "--sigma", "bound")
     assert result.exit_code == 0, result.stderr
     assert "signal_1d.onnx" in result.stderr  # the bar, labelled with the model, on stderr
     assert "\x1b[" in result.stderr
@@ -30,7 +30,7 @@ def test_bar_on_a_terminal_goes_to_stderr_only(cli, slow_terminal):
 
 @pytest.mark.parametrize("extra", [("--quiet",), ("--format", "json"), ("--format", "csv")])
 def test_no_bar_when_quiet_or_machine_format(cli, slow_terminal, extra):
-    result = cli("spectrum", SIGNAL, "--layers", "conv3", *extra)
+    result = cli("spectrum", SIGNAL, "--layers", "conv3", "--sigma", "bound", *extra)
     assert result.exit_code == 0, result.stderr
     assert result.stderr == ""
     if "json" in extra:

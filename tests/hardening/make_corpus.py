@@ -105,6 +105,7 @@ def write_bases(out: Path) -> dict[str, Path]:
             keras.layers.Conv2D(2, 3, strides=2, name="conv_b"),
         ]
     )
+    _keras_lambda_files(out, keras)
     bases["keras"] = b / "model.keras"
     bases["h5"] = b / "legacy.h5"
     bases["weights.h5"] = b / "model.weights.h5"
@@ -112,6 +113,35 @@ def write_bases(out: Path) -> dict[str, Path]:
     model.save(bases["h5"])
     model.save_weights(bases["weights.h5"])
     return bases
+
+
+LAMBDA_MARKER = "LAMBDA_RAN"  # created in OUTDIR whenever the Lambda below is executed
+_lambda_marker_path = ""
+
+
+def _evil(x):
+    """A Keras Lambda body standing in for any code a model file may carry."""
+    open(_lambda_marker_path, "w").close()
+    return x
+
+
+def _keras_lambda_files(out: Path, keras) -> None:
+    """``untrusted/lambda.keras`` and ``.h5``: a Lambda layer between two convs. Keras runs the
+    Lambda while building, so the marker exists afterwards: proof the payload is live."""
+    global _lambda_marker_path
+    folder = out / "untrusted"
+    folder.mkdir(exist_ok=True)
+    _lambda_marker_path = str(out / LAMBDA_MARKER)
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(4, 3, name="before"),
+            keras.layers.Lambda(_evil, name="payload"),
+            keras.layers.Conv2D(2, 3, name="after"),
+        ]
+    )
+    model.save(folder / "lambda.keras")
+    model.save(folder / "lambda.h5")
 
 
 # --- byte-level damage ----------------------------------------------------------------------------
@@ -420,6 +450,9 @@ def _onnx_cases(out: Path, bases: dict[str, Path]) -> list[Case]:
         return m
 
     first = conv_weights[0]
+    first_node = next(
+        n.name for n in base.graph.node if n.op_type == "Conv" and n.input[1] == first
+    )
     shape = list(
         numpy_helper.to_array(next(i for i in base.graph.initializer if i.name == first)).shape
     )
@@ -481,7 +514,7 @@ def _onnx_cases(out: Path, bases: dict[str, Path]) -> list[Case]:
     )
     f = save(m, "constantofshape-absurd-reduced.onnx")
     cases.append(
-        Case("onnx-computed-absurd-reduced", str(f), "skipped", "absurd sizes", layer=first)
+        Case("onnx-computed-absurd-reduced", str(f), "skipped", "absurd sizes", layer=first_node)
     )
 
     # A Conv whose weight, and one whose data input, is produced by nothing.
@@ -517,9 +550,11 @@ def _onnx_cases(out: Path, bases: dict[str, Path]) -> list[Case]:
         bad = w.copy()
         bad.flat[0] = value
         f = save(with_weight(first, bad), f"{label}-kernel.onnx")
-        cases.append(Case(f"onnx-{label}-kernel", str(f), expect, "NaN/Inf weights", layer=first))
+        cases.append(
+            Case(f"onnx-{label}-kernel", str(f), expect, "NaN/Inf weights", layer=first_node)
+        )
     f = save(with_weight(first, np.zeros_like(w)), "zero-kernel.onnx")
-    cases.append(Case("onnx-zero-kernel", str(f), "zero", "all-zero kernels", layer=first))
+    cases.append(Case("onnx-zero-kernel", str(f), "zero", "all-zero kernels", layer=first_node))
 
     # No convs at all.
     graph = helper.make_graph(
@@ -621,20 +656,21 @@ def _pytorch_cases(out: Path, bases: dict[str, Path]) -> list[Case]:
     cases = []
     state = torch.load(bases["pt"], weights_only=True)
     first = next(k for k, v in state.items() if v.ndim == 4)
+    layer = first.removesuffix(".weight")  # the module name is the layer name
     bad = dict(state)
     bad[first] = state[first].clone()
     bad[first].view(-1)[1] = float("inf")
     torch.save(bad, d / "inf-kernel.pt")
     cases.append(
         Case(
-            "pt-inf-kernel", str(d / "inf-kernel.pt"), "non-finite", "NaN/Inf weights", layer=first
+            "pt-inf-kernel", str(d / "inf-kernel.pt"), "non-finite", "NaN/Inf weights", layer=layer
         )
     )
     zero = dict(state)
     zero[first] = torch.zeros_like(state[first])
     torch.save(zero, d / "zero-kernel.pt")
     cases.append(
-        Case("pt-zero-kernel", str(d / "zero-kernel.pt"), "zero", "all-zero kernels", layer=first)
+        Case("pt-zero-kernel", str(d / "zero-kernel.pt"), "zero", "all-zero kernels", layer=layer)
     )
     torch.save({}, d / "empty-state.pt")
     cases.append(
@@ -709,7 +745,14 @@ def make_corpus(out: Path) -> list[Case]:
     cases += _pytorch_cases(out, bases)
     (out / "manifest.json").write_text(
         json.dumps(
-            {"bases": {k: str(v) for k, v in bases.items()}, "cases": [asdict(c) for c in cases]},
+            {
+                "bases": {k: str(v) for k, v in bases.items()},
+                "cases": [asdict(c) for c in cases],
+                "lambda": {
+                    "files": [str(out / "untrusted" / n) for n in ("lambda.keras", "lambda.h5")],
+                    "marker": str(out / LAMBDA_MARKER),
+                },
+            },
             indent=1,
         )
     )

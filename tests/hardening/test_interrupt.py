@@ -1,6 +1,6 @@
 """Promise 3: Ctrl-C during ``convaudit clip`` leaves no output file and never touches the input.
 
-No test hooks: the model carries a genuinely large tensor (~200 MB, beside a small conv), so
+No test hooks: the model carries a genuinely large tensor (~128 MB, beside a small conv), so
 writing the clipped copy takes long enough to be caught in the act. The test watches the output
 folder for convaudit's temporary file and sends SIGINT the moment it appears.
 """
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import REPO, cli_env
 
-BIG_BYTES = 200 * 1024**2
+BIG_BYTES = 128 * 1024**2
 
 
 def _sha256(path: Path) -> str:
@@ -31,7 +31,7 @@ def _sha256(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def big_onnx(tmp_path_factory) -> Path:
-    """A small conv net written by torch.onnx.export, plus a 200 MB tensor it carries along
+    """A small conv net written by torch.onnx.export, plus a 128 MB tensor it carries along
     (think of an embedding table: not a conv, copied byte-for-byte by the writer)."""
     import onnx
     import torch
@@ -118,8 +118,7 @@ def test_sigint_mid_write_leaves_no_output_and_exits_130(big_onnx, tmp_path):
     _assert_nothing_left(tmp_path, dest, big_onnx, digest)
 
 
-@pytest.mark.parametrize("delay", [0.5, 2.0])
-def test_sigint_at_any_moment_never_leaves_a_partial_file(big_onnx, tmp_path, delay):
+def test_sigint_at_any_moment_never_leaves_a_partial_file(big_onnx, tmp_path):
     """Whenever Ctrl-C lands: exit 130 and nothing written, or (too late) a complete file."""
     import onnx
 
@@ -127,7 +126,7 @@ def test_sigint_at_any_moment_never_leaves_a_partial_file(big_onnx, tmp_path, de
     dest = tmp_path / "clipped.onnx"
     proc = _start_clip(big_onnx, dest)
     try:
-        time.sleep(delay)
+        time.sleep(2.0)  # start-up or loading, depending on the machine
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=240)
     finally:
