@@ -71,13 +71,29 @@ def baseline_rss_mib() -> float:
     return usage.ru_maxrss / 1024
 
 
+#: runs the real CLI entry point, then records the CUDA allocator's peak (when CUDA was used)
+_CHILD = """
+import sys
+from convaudit.cli import main
+code = main(sys.argv[2:])
+if "torch" in sys.modules and sys.modules["torch"].cuda.is_initialized():
+    import torch
+    with open(sys.argv[1], "w") as f:
+        f.write(str(torch.cuda.max_memory_reserved()))
+sys.exit(code)
+"""
+
+
 def measure(
     model: Path, mode: str, grid: int, channels: int, budget: str, device: str, timeout: float
 ) -> Run:
+    fd, cuda_path = tempfile.mkstemp(suffix=".cuda")
+    os.close(fd)
     args = [
         sys.executable,
-        "-m",
-        "convaudit",
+        "-c",
+        _CHILD,
+        cuda_path,
         "spectrum",
         str(model),
         "--format",
@@ -108,7 +124,11 @@ def measure(
         code = os.waitstatus_to_exitcode(status)
         err.seek(0)
         lines = [ln for ln in err.read().splitlines() if ln.startswith(("error:", "hint:"))]
+    cuda_text = Path(cuda_path).read_text().strip()
+    os.unlink(cuda_path)
     note = " / ".join(lines) if code != 0 else ""
+    if cuda_text:
+        note = f"CUDA peak reserved {int(cuda_text) / 1024**2:.0f} MiB. {note}".strip()
     if code == -9 and seconds >= timeout:
         note = f"stopped after {timeout:.0f} s (did not finish)"
     return Run(mode, grid, channels, budget, code, seconds, usage.ru_maxrss / 1024, note)

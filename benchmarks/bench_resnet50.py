@@ -217,10 +217,10 @@ def main(argv: list[str] | None = None) -> dict:
     if ref_time:
         report["speedup_full_stride1"] = ref_time / full1
         report["sigma_max_fraction_of_reference"] = t_sig / ref_time
-    print(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2, default=float))
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(report, fh, indent=2)
+            json.dump(report, fh, indent=2, default=float)
     return report
 
 

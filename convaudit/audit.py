@@ -15,13 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from convaudit.analysis import AnalysisOptions, LayerResult, ModelReport, analyse
-from convaudit.empirical import (
-    EmpiricalBound,
-    SearchOptions,
-    onnx_blackbox,
-    search_autograd,
-    torch_program,
-)
+from convaudit.empirical import EmpiricalBound, SearchOptions, search_autograd
+from convaudit.empirical_runtime import onnx_blackbox, torch_program
 from convaudit.errors import ConvauditError, InputShapeError, UnsupportedLayerError
 from convaudit.gate import LayerMetrics, ModelCheck
 from convaudit.ir import ConvLayer, ModelIR

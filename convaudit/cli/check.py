@@ -113,7 +113,7 @@ def run_check(
 @command("check")
 def check(
     models: list[Path] | None = typer.Argument(
-        None, metavar="[MODEL...]", help="Model files (default: models = [...] from the config)."
+        None, metavar="MODEL", help="Model files (default: models = [...] from the config)."
     ),
     max_sigma: float | None = typer.Option(
         None, "--max-sigma", help="Limit on every layer's sigma_max (CA001)."

@@ -27,7 +27,9 @@ from convaudit.engine.results import ProgressCallback
 from convaudit.engine.runtime import Runtime, chunk_size, chunks
 
 POWER_STEPS = 6
-GRAM_STEPS = 5
+GRAM_STEPS = 7
+#: frequencies (best power-iteration bounds) solved exactly before pruning
+CANDIDATES = 8
 #: Gram matrices up to this size go straight to the eigensolver (iterating costs more)
 DIRECT_SIZE = 24
 
@@ -128,23 +130,40 @@ def circular_sigma_max(
         return b.reshape(-1, *b.shape[2:])  # (F·groups, rows, cols)
 
     parts = list(chunks(len(freqs), size))
-    best = -1.0
-    best_at = (0, 0)
     direct = side <= DIRECT_SIZE
-    # Pass 1: lower bounds everywhere (cheap), remembering the best frequency.
-    for i, part in enumerate([] if direct else parts):
-        gram, _ = _gram(blocks_of(part))
-        low, _ = _power_lower(gram, POWER_STEPS)
-        j = int(low.argmax())
-        if float(low[j]) > best:
-            best, best_at = float(low[j]), (part.start + j // groups, j % groups)
-        if progress is not None:
-            progress(i + 1, 2 * len(parts), "sigma_max")
+    # Keep the Gram matrices between the passes when they fit in half the budget.
+    cache: dict[int, torch.Tensor] | None = {} if len(freqs) * per <= rt.max_memory // 2 else None
+
+    def gram_of(i: int) -> torch.Tensor:
+        if cache is not None and i in cache:
+            return cache[i]
+        gram, _ = _gram(blocks_of(parts[i]))
+        if cache is not None:
+            cache[i] = gram
+        return gram
+
+    # Pass 1: power-iteration lower bounds everywhere (cheap); the CANDIDATES frequencies with
+    # the best lower bounds get an exact eigensolve, so the pruning floor is nearly the answer.
+    best, best_at = -1.0, (0, 0)
+    if not direct:
+        lows = []
+        for i in range(len(parts)):
+            low, _ = _power_lower(gram_of(i), POWER_STEPS)
+            lows.append(low)
+            if progress is not None:
+                progress(i + 1, 2 * len(parts), "sigma_max")
+        all_low = torch.cat(lows)
+        for j in torch.topk(all_low, min(CANDIDATES, all_low.numel())).indices.tolist():
+            f, g = divmod(j, groups)
+            block = blocks_of(slice(f, f + 1))[g]
+            lam = float(torch.linalg.eigvalsh(_gram(block[None])[0][0])[-1])
+            if lam > best:
+                best, best_at = lam, (f, g)
     floor = best * (1 + tol) ** 2
     # Pass 2: Gram-iteration upper bounds; survivors get a direct eigensolver.
     upper = 0.0
     for i, part in enumerate(parts):
-        gram, _ = _gram(blocks_of(part))
+        gram = gram_of(i)
         if direct:
             bound = torch.full(gram.shape[:1], math.inf, dtype=gram.real.dtype, device=gram.device)
         else:
@@ -155,8 +174,10 @@ def circular_sigma_max(
             bound[open_] = lam * (1 + margin)
             j = int(lam.argmax())
             if float(lam[j]) > best:
-                best, best_at = float(lam[j]), (part.start + int(open_[j]) // groups, int(open_[j]) % groups)
+                best, best_at = float(lam[j]), ((part.start * groups + int(open_[j])) // groups, int(open_[j]) % groups)
         upper = max(upper, float(bound.max()))
+        if cache is not None:
+            cache.pop(i, None)
         if progress is not None:
             progress(len(parts) * (1 - direct) + i + 1, len(parts) * (2 - direct), "sigma_max")
     f_index, group = best_at

@@ -2,7 +2,7 @@
 
 ``apply`` pads by index gathering (zeros, circular of any width, reflect, replicate), crops to
 the positions the taps read, and runs the framework's own conv. ``adjoint`` is the exact
-transpose, obtained from autograd on the same graph (linear, so any point will do). Used by
+transpose: the transposed conv followed by the padding's transpose (a scatter-add). Used by
 the Lanczos iteration (MATH.md §2) and to build dense matrices of small layers.
 """
 
@@ -17,6 +17,9 @@ from convaudit.engine.geometry import ConvGeometry
 from convaudit.errors import UnsupportedLayerError
 
 _CONV: dict[int, Callable[..., torch.Tensor]] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONV_T: dict[int, Callable[..., torch.Tensor]] = {
+    1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d,
+}
 
 
 def pad_index(n: int, before: int, length: int, mode: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -51,7 +54,6 @@ class PaddedConv:
         self._index = []
         for n, t, e in zip(geometry.grid, geometry.before, geometry.last_read, strict=True):
             self._index.append(pad_index(n, t, t + e + 1, mode, kernel.device))
-        self._adjoint_graph: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -61,7 +63,19 @@ class PaddedConv:
     def out_shape(self) -> tuple[int, ...]:
         return (self.c_out, *self.geometry.out_size)
 
+    def _zero_pads(self) -> list[int]:
+        """F.pad's flat (last axis first) pads for zeros mode; negative 'after' crops."""
+        flat: list[int] = []
+        for t, after in zip(reversed(self.geometry.before), reversed(self.geometry.after), strict=True):
+            flat += [t, after]
+        return flat
+
     def apply(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "zeros":
+            # A plain constant pad (negative = crop) is much cheaper than gathering.
+            x = F.pad(x, self._zero_pads())
+            g = self.geometry
+            return _CONV[self.nd](x, self.kernel, stride=g.stride, dilation=g.dilation, groups=self.groups)
         for ax, (idx, valid) in enumerate(self._index):
             dim = 2 + ax
             x = x.index_select(dim, idx)
@@ -73,15 +87,21 @@ class PaddedConv:
         return _CONV[self.nd](x, self.kernel, stride=g.stride, dilation=g.dilation, groups=self.groups)
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        """Aᵀy for a batch y, through autograd on a graph built once (A is linear)."""
-        batch = y.shape[0]
-        if self._adjoint_graph is None or self._adjoint_graph[0].shape[0] != batch:
-            x0 = torch.zeros((batch, *self.in_shape), dtype=self.kernel.dtype, device=self.kernel.device, requires_grad=True)
-            with torch.enable_grad():
-                self._adjoint_graph = (x0, self.apply(x0))
-        x0, out = self._adjoint_graph
-        (grad,) = torch.autograd.grad(out, x0, grad_outputs=y, retain_graph=True)
-        return grad
+        """Aᵀy for a batch y: the transposed conv (its output is exactly the cropped padded
+        length, so no output_padding), then the padding's transpose, a scatter-add per axis."""
+        g = self.geometry
+        z = _CONV_T[self.nd](y, self.kernel, stride=g.stride, dilation=g.dilation, groups=self.groups)
+        if self.mode == "zeros":
+            return F.pad(z, [-p for p in self._zero_pads()])
+        for ax, (idx, valid) in enumerate(self._index):
+            dim = 2 + ax
+            if valid is not None:
+                keep = torch.nonzero(valid).reshape(-1)
+                z, idx = z.index_select(dim, keep), idx[keep]
+            shape = list(z.shape)
+            shape[dim] = g.grid[ax]
+            z = z.new_zeros(shape).index_add_(dim, idx, z)
+        return z
 
     def gram(self, x: torch.Tensor) -> torch.Tensor:
         return self.adjoint(self.apply(x))

@@ -21,8 +21,10 @@ operator, a circular layer, ...) is the caller's business: see ``projection_laye
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -86,8 +88,12 @@ class Geometry:
 class _Torus:
     """The clip and truncate operators of one geometry, on float tensors of the torus shape."""
 
-    def __init__(self, kernel0: torch.Tensor, geometry: Geometry, chunk_bytes: int) -> None:
+    def __init__(
+        self, kernel0: torch.Tensor, geometry: Geometry, chunk_bytes: int,
+        pool: ThreadPoolExecutor | None = None,
+    ) -> None:
         self.geometry = geometry
+        self.pool = pool
         self.kernel_size = tuple(int(k) for k in kernel0.shape[2:])
         self.c_in_g = int(kernel0.shape[1])
         self.half = all(s == 1 for s in geometry.stride)
@@ -118,7 +124,7 @@ class _Torus:
 
     def sigma_max(self, torus: torch.Tensor) -> float:
         flat = self._flat(self.blocks(torus))
-        return max(float(self._top(part).max()) for part in self._chunks(flat))
+        return max(float(top.max()) for top in self._map(self._top, self._chunks(flat)))
 
     @staticmethod
     def _top(blocks: torch.Tensor) -> torch.Tensor:
@@ -132,7 +138,7 @@ class _Torus:
         Singular values first (cheap), then full SVDs only of the blocks above the bound."""
         blocks = self.blocks(torus)
         flat = self._flat(blocks)
-        top = torch.cat([self._top(part) for part in self._chunks(flat)])
+        top = torch.cat(self._map(self._top, self._chunks(flat)))
         sigma = float(top.max())
         if min(flat.shape[-2:]) == 1:
             factor = (bound / top.clamp(min=bound)).to(flat.dtype)
@@ -140,10 +146,15 @@ class _Torus:
         else:
             over = torch.nonzero(top > bound).flatten()
             if over.numel():
-                out = flat.clone()
-                for idx in torch.split(over, self._step(flat)):
+
+                def clip_part(idx: torch.Tensor) -> torch.Tensor:
                     u, s, vh = torch.linalg.svd(flat[idx], full_matrices=False)
-                    out[idx] = (u * s.clamp(max=bound).to(u.dtype)[..., None, :]) @ vh
+                    return (u * s.clamp(max=bound).to(u.dtype)[..., None, :]) @ vh
+
+                parts = list(torch.split(over, self._step(flat, over.numel())))
+                out = flat.clone()
+                for idx, clipped_part in zip(parts, self._map(clip_part, parts), strict=True):
+                    out[idx] = clipped_part
                 flat = out
         g = self.geometry
         clipped = blocks_to_torus(
@@ -155,13 +166,43 @@ class _Torus:
     def _flat(blocks: torch.Tensor) -> torch.Tensor:
         return blocks.reshape(-1, *blocks.shape[-2:])
 
-    def _step(self, flat: torch.Tensor) -> int:
+    def _step(self, flat: torch.Tensor, total: int | None = None) -> int:
         # An SVD needs a few copies of its input: budget ~4x per matrix.
         per = 4 * flat.shape[-1] * flat.shape[-2] * flat.element_size()
-        return max(1, self.chunk_bytes // max(per, 1))
+        step = max(1, self.chunk_bytes // max(per, 1))
+        if self.pool is not None:  # a few chunks per worker keep every worker busy
+            total = flat.shape[0] if total is None else total
+            step = min(step, max(1, -(-total // (4 * self.pool._max_workers))))
+        return step
 
     def _chunks(self, flat: torch.Tensor) -> list[torch.Tensor]:
         return list(torch.split(flat, self._step(flat)))
+
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor], parts: list[torch.Tensor]) -> list[torch.Tensor]:
+        if self.pool is None or len(parts) < 2:
+            return [fn(part) for part in parts]
+        return list(self.pool.map(fn, parts))
+
+
+@contextlib.contextmanager
+def cpu_workers(device: torch.device) -> Iterator[ThreadPoolExecutor | None]:
+    """On CPU: one intra-op thread and a pool of worker threads over frequency chunks (LAPACK
+    releases the GIL). Threaded LAPACK on many small matrices is slow, and collapses outright
+    when the cores are shared (measured: one 256x128 SVD 1 s with 2 OpenMP threads on a busy
+    2-core machine, 5 ms with 1)."""
+    if device.type != "cpu":
+        yield None
+        return
+    workers = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if workers > 1:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                yield pool
+        else:
+            yield None
+    finally:
+        torch.set_num_threads(workers)
 
 
 def _run_alternating(
@@ -231,6 +272,29 @@ def project_tensor(
     input's dtype (the input tensor itself when the operator is already inside the ball) and
     the statistics.
     """
+    with cpu_workers(kernel.device) as pool:
+        return _project(
+            kernel, geometry, bound=bound, method=method, tol=tol, max_iter=max_iter,
+            multiplier=multiplier, work_dtype=work_dtype, storage_dtype=storage_dtype,
+            max_memory=max_memory, progress=progress, pool=pool,
+        )
+
+
+def _project(
+    kernel: torch.Tensor,
+    geometry: Geometry,
+    *,
+    bound: float,
+    method: str = "alternating",
+    tol: float = DEFAULT_TOL,
+    max_iter: int | None = None,
+    multiplier: torch.Tensor | None = None,
+    work_dtype: torch.dtype = torch.float64,
+    storage_dtype: torch.dtype | None = None,
+    max_memory: int | None = None,
+    progress: ProgressCallback | None = None,
+    pool: ThreadPoolExecutor | None = None,
+) -> tuple[torch.Tensor, ProjectionStats]:
     if method not in METHODS:
         raise ValueError(f"unknown projection method {method!r}; choose from {', '.join(METHODS)}")
     if not bound > 0 or not math.isfinite(bound):
@@ -240,7 +304,7 @@ def project_tensor(
     k0 = kernel.detach().to(torch.float64)
     mult = None if multiplier is None else multiplier.to(device=k0.device, dtype=torch.float64)
     folded0 = k0 if mult is None else k0 * mult
-    op64 = _Torus(folded0, geometry, max_memory or _DEFAULT_CHUNK_BYTES)
+    op64 = _Torus(folded0, geometry, max_memory or _DEFAULT_CHUNK_BYTES, pool)
     sigma0 = op64.sigma_max(op64.embed(folded0))
     if sigma0 <= bound:
         stats = ProjectionStats(method, bound, geometry.grid, sigma0, sigma0, 0, 0.0, True, True, 1.0)
@@ -260,7 +324,7 @@ def project_tensor(
         folded = rescaled
     else:
         work0 = folded0.to(work_dtype)
-        op = op64 if work_dtype == torch.float64 else _Torus(work0, geometry, op64.chunk_bytes)
+        op = op64 if work_dtype == torch.float64 else _Torus(work0, geometry, op64.chunk_bytes, pool)
         run = _run_alternating if method == "alternating" else _run_dykstra
         torus, iterations, converged = run(op, op.embed(work0), bound, tol, max_iter, progress)
         folded = op64.to_kernel(torus.to(torch.float64) * op64.mask, folded0)
@@ -358,8 +422,10 @@ def circular_sigma_max(
     k = _as_float64(kernel)
     if multiplier is not None:
         k = k * _as_float64(multiplier).to(k.device)
-    op = _Torus(k, geometry.reduced(tuple(int(n) for n in k.shape[2:])), max_memory or _DEFAULT_CHUNK_BYTES)
-    return op.sigma_max(op.embed(k))
+    with cpu_workers(k.device) as pool:
+        op = _Torus(k, geometry.reduced(tuple(int(n) for n in k.shape[2:])),
+                    max_memory or _DEFAULT_CHUNK_BYTES, pool)
+        return op.sigma_max(op.embed(k))
 
 
 def project_matrix(weight: np.ndarray, bound: float, *, storage_dtype: str | None = None) -> ProjectedKernel:

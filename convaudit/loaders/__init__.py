@@ -67,6 +67,13 @@ def detect(path: Path) -> type[Loader]:
     for cls in _loader_classes():
         if _sniffs(cls, path, head):
             return cls
+    if head.startswith(b"PK\x03\x04"):
+        # .pt/.pth/.ckpt/.pt2/.keras are zip archives; no loader could open this one.
+        raise ModelFileError(
+            f"cannot read {path}: a zip archive that is truncated or corrupt "
+            "(its member directory is missing or unreadable)",
+            hint="download or copy the file again",
+        )
     raise ModelFileError(
         f"cannot read {path}: not a model format convaudit recognises", hint=_SUPPORTED_HINT
     )

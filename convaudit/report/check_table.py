@@ -45,7 +45,8 @@ def render_check_table(result: GateResult, *, width: int | None = None, color: b
         style="",
     )
     items.append(verdict)
-    return to_text(items, width=width, color=color)
+    text = to_text(items, width=width, color=color)
+    return "\n".join(line.rstrip() for line in text.split("\n"))  # rich pads cells
 
 
 __all__ = ["render_check_table"]

@@ -17,8 +17,9 @@ from convaudit.engine.results import NormResult
 SCHEMA_VERSION = "1.0"
 
 SPECTRUM_NOTE = (
-    "sigma_min, condition and stable rank are of the circular-padding operator on the listed "
-    "grid (the paper's characterisation); for zero-padded layers that is not the layer's own operator"
+    "sigma_min, condition, stable rank and singular_values are of spectrum.operator on "
+    "spectrum.grid: for convs the circular-padding operator, exact for circular layers and, for "
+    "zero-padded ones, the paper's characterisation, not the layer's own operator"
 )
 
 

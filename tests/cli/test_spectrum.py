@@ -20,6 +20,7 @@ from convaudit.report.json import spectrum_schema
 DEMO = "sample_models/resnet_tiny.onnx"
 SIGNAL = "sample_models/signal_1d.onnx"
 KERAS = "sample_models/keras_cnn.h5"
+CIRCULAR = "sample_models/circular_net.ts.pt"
 
 
 def _json(result) -> dict:
@@ -170,6 +171,29 @@ def test_signal_1d_matches_the_dense_operator(signal_full):
         )
         stable = (circular**2).sum() / circular[0] ** 2
         assert entry["spectrum"]["stable_rank"] == pytest.approx(stable, rel=1e-9)
+
+
+def test_circular_model_is_exact_everywhere(cli):
+    """TorchScript, circular padding, input size recorded by running the model: every value of
+    every layer's spectrum against the dense circular operator."""
+    import oracle
+
+    import convaudit
+
+    args = ("--input-shape", "1,3,16,16")
+    doc = _json(cli("spectrum", CIRCULAR, *args, "--format", "json", "--full"))
+    ir = convaudit.load(REPO / CIRCULAR, input_shapes={"": (1, 3, 16, 16)})
+    for entry, conv in zip(_layers(doc), ir.convs, strict=True):
+        truth = oracle.circular_singular_values(
+            conv.kernel,
+            conv.input_size,
+            stride=conv.stride,
+            dilation=conv.dilation,
+            groups=conv.groups,
+        )
+        assert entry["sigma_max"]["description"].startswith("exact · circular")
+        assert entry["sigma_max"]["value"] == pytest.approx(truth[0], rel=1e-10)
+        np.testing.assert_allclose(entry["singular_values"], truth, atol=1e-10 * truth[0])
 
 
 def test_stride1_spectra_match_the_papers_formula(demo_bound):
