@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,7 @@ class Run:
 def build_model(folder: Path, channels: int) -> Path:
     import torch
 
+    warnings.filterwarnings("ignore", category=DeprecationWarning)  # the legacy exporter
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(channels, channels, 3, padding=1).eval()
     path = folder / f"conv{channels}.onnx"

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from convaudit.atomic import atomic_path, check_destination
-from convaudit.engine.projection import DEFAULT_TOL, METHODS, project_matrix
 from convaudit.engine.layer import analyse_layer, layer_upper_bound
+from convaudit.engine.projection import DEFAULT_TOL, METHODS, project_matrix
 from convaudit.engine.projection_layer import project_layer
 from convaudit.engine.results import EngineOptions, ProgressCallback
 from convaudit.errors import ConfigError, ConvauditError
@@ -93,7 +93,10 @@ def parse_bound_rule(text: str) -> BoundRule:
     """``REGEX=VALUE`` (the last ``=`` splits, so the regex may contain ``=``)."""
     pattern, sep, value = text.rpartition("=")
     if not sep or not pattern:
-        raise ConfigError(f"bad --bound-for {text!r}: expected REGEX=VALUE", hint="e.g. --bound-for 'layer4\\..*=2.0'")
+        raise ConfigError(
+            f"bad --bound-for {text!r}: expected REGEX=VALUE",
+            hint="e.g. --bound-for 'layer4\\..*=2.0'",
+        )
     return _compiled(pattern, "--bound-for"), _positive(value, f"--bound-for {text!r}")
 
 
@@ -118,9 +121,13 @@ def _positive(value: object, what: str) -> float:
 def check_options(options: ClipOptions) -> None:
     """Every option error, before any (possibly slow) loading."""
     if options.method not in METHODS:
-        raise ConfigError(f"unknown method {options.method!r}", hint=f"choose one of {', '.join(METHODS)}")
+        raise ConfigError(
+            f"unknown method {options.method!r}", hint=f"choose one of {', '.join(METHODS)}"
+        )
     if options.bound is None and not options.bound_for:
-        raise ConfigError("no bound given", hint="pass --bound VALUE and/or --bound-for REGEX=VALUE")
+        raise ConfigError(
+            "no bound given", hint="pass --bound VALUE and/or --bound-for REGEX=VALUE"
+        )
     if options.bound is not None:
         _positive(options.bound, "--bound")
     if options.layers:
@@ -158,7 +165,9 @@ def _exact_sigma(layer: ConvLayer, fold_bn: bool, options: ClipOptions) -> float
     return norm.value if norm is not None and norm.exact else None
 
 
-def _clip_one(layer: Layer, bound: float, options: ClipOptions, progress: ProgressCallback | None) -> tuple[np.ndarray | None, LayerClip]:
+def _clip_one(
+    layer: Layer, bound: float, options: ClipOptions, progress: ProgressCallback | None
+) -> tuple[np.ndarray | None, LayerClip]:
     fold = options.fold_bn and isinstance(layer, ConvLayer) and layer.bn is not None
     try:
         if isinstance(layer, DenseLayer):
@@ -168,8 +177,15 @@ def _clip_one(layer: Layer, bound: float, options: ClipOptions, progress: Progre
             before, after = stats.sigma_before, stats.sigma_after
         else:
             proj = project_layer(
-                layer, bound, method=options.method, tol=options.tol, max_iter=options.max_iter,
-                fold_bn=fold, device=options.device, max_memory=options.max_memory, progress=progress,
+                layer,
+                bound,
+                method=options.method,
+                tol=options.tol,
+                max_iter=options.max_iter,
+                fold_bn=fold,
+                device=options.device,
+                max_memory=options.max_memory,
+                progress=progress,
             )
             stats, operator, kernel = proj.stats, proj.target.statement, proj.kernel
             before, after = proj.sigma_before, proj.sigma_after
@@ -180,11 +196,18 @@ def _clip_one(layer: Layer, bound: float, options: ClipOptions, progress: Progre
             exc.hint = "leave the layer out with --layers REGEX"
         raise
     clip = LayerClip(
-        name=layer.name, kind=layer.kind, bound=bound,
+        name=layer.name,
+        kind=layer.kind,
+        bound=bound,
         method="svd" if isinstance(layer, DenseLayer) else stats.method,
-        iterations=stats.iterations, sigma_before=before, sigma_after=after,
-        relative_change=stats.relative_change, unchanged=stats.unchanged,
-        converged=stats.converged, operator=operator, bn_folded=fold,
+        iterations=stats.iterations,
+        sigma_before=before,
+        sigma_after=after,
+        relative_change=stats.relative_change,
+        unchanged=stats.unchanged,
+        converged=stats.converged,
+        operator=operator,
+        bn_folded=fold,
     )
     if options.exact and isinstance(layer, ConvLayer):
         clip = replace(clip, exact_after=_exact_sigma(replace(layer, kernel=kernel), fold, options))
@@ -210,7 +233,9 @@ def clip_ir(
     return updates, rows
 
 
-def recheck(path: Path, rows: Sequence[LayerClip], options: ClipOptions, load_options: LoadOptions) -> list[LayerClip]:
+def recheck(
+    path: Path, rows: Sequence[LayerClip], options: ClipOptions, load_options: LoadOptions
+) -> list[LayerClip]:
     """Reload ``path`` with convaudit's loader and re-measure each clipped layer with the
     engine's certified upper bound (written independently of the projection code)."""
     ir = load_model(path, load_options)
@@ -262,11 +287,15 @@ def clip_model(
             if not all(row.within_bound for row in rows):
                 raise _CheckFailed(rows)
     except _CheckFailed as failed:
-        return ClipReport(str(source), str(dest), options.method, tuple(failed.rows), ir.skipped, False, True)
+        return ClipReport(
+            str(source), str(dest), options.method, tuple(failed.rows), ir.skipped, False, True
+        )
     return ClipReport(str(source), str(dest), options.method, tuple(rows), ir.skipped, True, True)
 
 
-def _destination(source: Path, output: str | Path | None, *, in_place: bool, force: bool, dry_run: bool) -> Path | None:
+def _destination(
+    source: Path, output: str | Path | None, *, in_place: bool, force: bool, dry_run: bool
+) -> Path | None:
     if in_place and output is not None:
         raise ConfigError("give either -o/--output or --in-place, not both")
     if dry_run:
@@ -274,5 +303,7 @@ def _destination(source: Path, output: str | Path | None, *, in_place: bool, for
     if in_place:
         return check_destination(source, overwrite=True)
     if output is None:
-        raise ConfigError("no output file", hint="pass -o OUT (or --in-place to replace the input, or --dry-run)")
+        raise ConfigError(
+            "no output file", hint="pass -o OUT (or --in-place to replace the input, or --dry-run)"
+        )
     return check_destination(output, overwrite=force, protect=[source])

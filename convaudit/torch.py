@@ -17,13 +17,21 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.modules.conv import _ConvNd
 
 from convaudit.engine.projection import DEFAULT_TOL, project_tensor
 from convaudit.engine.projection_layer import projection_target
 from convaudit.errors import ConfigError
 from convaudit.ir import ConvLayer
 
-_CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_CONV_TYPES = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
 
 
 @dataclass(frozen=True)
@@ -42,7 +50,7 @@ class ModuleProjection:
 
 
 def _input_sizes(
-    module: nn.Module, convs: dict[str, nn.Module], input_shape: tuple[int, ...] | None
+    module: nn.Module, convs: dict[str, _ConvNd], input_shape: tuple[int, ...] | None
 ) -> dict[str, tuple[int, ...]]:
     if input_shape is None:
         return {}
@@ -55,8 +63,11 @@ def _input_sizes(
     ]
     modes = {m: m.training for m in module.modules()}
     param = next(module.parameters(), None)
-    x = torch.zeros((1, *input_shape[1:]), device=param.device if param is not None else "cpu",
-                    dtype=param.dtype if param is not None else torch.float32)
+    x = torch.zeros(
+        (1, *input_shape[1:]),
+        device=param.device if param is not None else "cpu",
+        dtype=param.dtype if param is not None else torch.float32,
+    )
     try:
         module.eval()
         with torch.no_grad():
@@ -83,9 +94,9 @@ def _input_sizes(
     return sizes
 
 
-def _padding(conv: nn.Module, nd: int) -> tuple[tuple[int, int], ...]:
-    k, d = conv.kernel_size, conv.dilation  # type: ignore[attr-defined]
-    pad = conv.padding  # type: ignore[attr-defined]
+def _padding(conv: _ConvNd, nd: int) -> tuple[tuple[int, int], ...]:
+    k, d = conv.kernel_size, conv.dilation
+    pad = conv.padding
     if pad == "valid":
         return ((0, 0),) * nd
     if pad == "same":  # torch puts the odd extra pad after
@@ -94,21 +105,21 @@ def _padding(conv: nn.Module, nd: int) -> tuple[tuple[int, int], ...]:
     return tuple((int(p), int(p)) for p in pad)
 
 
-def conv_layer_of(name: str, conv: nn.Module, input_size: tuple[int, ...] | None) -> ConvLayer:
+def conv_layer_of(name: str, conv: _ConvNd, input_size: tuple[int, ...] | None) -> ConvLayer:
     """The IR description of a torch conv module (geometry only: the kernel is a placeholder)."""
-    weight = conv.weight  # type: ignore[attr-defined]
+    weight = conv.weight
     nd = weight.ndim - 2
     transposed = isinstance(conv, nn.ConvTranspose1d | nn.ConvTranspose2d | nn.ConvTranspose3d)
     return ConvLayer(
         name=name,
         kernel=np.broadcast_to(np.float32(0), tuple(weight.shape)),
-        stride=tuple(conv.stride),  # type: ignore[attr-defined]
-        dilation=tuple(conv.dilation),  # type: ignore[attr-defined]
+        stride=tuple(conv.stride),
+        dilation=tuple(conv.dilation),
         padding=_padding(conv, nd),
-        groups=int(conv.groups),  # type: ignore[attr-defined]
-        padding_mode=conv.padding_mode,  # type: ignore[attr-defined]
+        groups=int(conv.groups),
+        padding_mode=conv.padding_mode,
         transposed=transposed,
-        output_padding=tuple(conv.output_padding) if transposed else (),  # type: ignore[attr-defined]
+        output_padding=tuple(conv.output_padding) if transposed else (),
         input_size=input_size,
     )
 
@@ -132,7 +143,7 @@ def project_(
     :class:`ModuleProjection` per conv, in module order.
     """
     pattern = re.compile(layers) if layers else None
-    convs = {
+    convs: dict[str, _ConvNd] = {
         name: m
         for name, m in module.named_modules()
         if isinstance(m, _CONV_TYPES) and (pattern is None or pattern.search(name))
@@ -143,11 +154,16 @@ def project_(
     report = []
     for name, conv in convs.items():
         target = projection_target(conv_layer_of(name, conv, sizes.get(name)))
-        weight = conv.weight  # type: ignore[attr-defined]
+        weight = conv.weight
         with torch.no_grad():
             new, stats = project_tensor(
-                weight.detach(), target.geometry, bound=bound / target.gain, method=method,
-                tol=tol, max_iter=max_iter, work_dtype=work_dtype,
+                weight.detach(),
+                target.geometry,
+                bound=bound / target.gain,
+                method=method,
+                tol=tol,
+                max_iter=max_iter,
+                work_dtype=work_dtype,
             )
             if not stats.unchanged:
                 weight.copy_(new)

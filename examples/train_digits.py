@@ -30,12 +30,16 @@ INPUT_SHAPE = (1, 1, 8, 8)
 
 def make_net() -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
-        nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 32, 3, padding=1),
+        nn.ReLU(),
         # Flatten, not global average pooling: averaging 4x4 cells divides the signal by 4 after
         # convs that may no longer amplify it, and the classifier could not catch up.
-        nn.Flatten(), nn.Linear(32 * 4 * 4, 10),
+        nn.Flatten(),
+        nn.Linear(32 * 4 * 4, 10),
     )
 
 
@@ -82,8 +86,10 @@ def train(args: argparse.Namespace, data, project: bool) -> tuple[float, list[fl
                 drift = measured_sigmas(net)
                 project_(net, args.bound, input_shape=INPUT_SHAPE)
                 after = measured_sigmas(net)
-                print(f"step {step:4d}  loss {loss.item():.3f}  sigma_max before -> after: "
-                      + "  ".join(f"{b:.3f}->{a:.3f}" for b, a in zip(drift, after, strict=True)))
+                print(
+                    f"step {step:4d}  loss {loss.item():.3f}  sigma_max before -> after: "
+                    + "  ".join(f"{b:.3f}->{a:.3f}" for b, a in zip(drift, after, strict=True))
+                )
     if project:  # end on a projection, so the final weights satisfy the bound
         project_(net, args.bound, input_shape=INPUT_SHAPE)
     return accuracy(net, x_test, y_test), measured_sigmas(net)
@@ -107,10 +113,14 @@ def main() -> None:
         x, y, test_size=0.25, random_state=args.seed, stratify=y.numpy()
     )
     data = (x_train, x_test, y_train, y_test)
-    print(f"digits: {len(x_train)} train / {len(x_test)} test images, 8x8; bound {args.bound}, "
-          f"projection every {args.every} steps")
-    print("sigma_max: convaudit's certified upper bound for each conv's zero-padded operator "
-          "on its real input size (convs 8x8, 8x8 stride 2, 4x4)")
+    print(
+        f"digits: {len(x_train)} train / {len(x_test)} test images, 8x8; bound {args.bound}, "
+        f"projection every {args.every} steps"
+    )
+    print(
+        "sigma_max: convaudit's certified upper bound for each conv's zero-padded operator "
+        "on its real input size (convs 8x8, 8x8 stride 2, 4x4)"
+    )
 
     t0 = time.perf_counter()
     acc, sigmas = train(args, data, project=True)
@@ -122,7 +132,9 @@ def main() -> None:
     fmt = "  ".join(f"{s:.3f}" for s in sigmas)
     print(f"with projection:    test accuracy {acc:.3f}  final sigma_max {fmt}  ({t_proj:.1f} s)")
     fmt = "  ".join(f"{s:.3f}" for s in base_sigmas)
-    print(f"without projection: test accuracy {base_acc:.3f}  final sigma_max {fmt}  ({t_base:.1f} s)")
+    print(
+        f"without projection: test accuracy {base_acc:.3f}  final sigma_max {fmt}  ({t_base:.1f} s)"
+    )
     ok = all(s <= args.bound for s in sigmas)
     print(f"every conv within the bound {args.bound}: {'yes' if ok else 'NO'}")
     raise SystemExit(0 if ok else 1)

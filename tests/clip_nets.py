@@ -12,8 +12,17 @@ GEOMETRY = {
     "stem": (dict(stride=(1, 1), padding=((1, 1), (1, 1)), dilation=(1, 1), groups=1), (8, 8)),
     "down": (dict(stride=(2, 2), padding=((1, 1), (1, 1)), dilation=(1, 1), groups=2), (8, 8)),
     "dw": (dict(stride=(1, 1), padding=((2, 2), (2, 2)), dilation=(2, 2), groups=8), (4, 4)),
-    "up": (dict(stride=(2, 2), padding=(1, 1), dilation=(1, 1), groups=1, transposed=True,
-                output_padding=(1, 1)), (4, 4)),
+    "up": (
+        dict(
+            stride=(2, 2),
+            padding=(1, 1),
+            dilation=(1, 1),
+            groups=1,
+            transposed=True,
+            output_padding=(1, 1),
+        ),
+        (4, 4),
+    ),
 }
 
 

@@ -14,7 +14,7 @@ from clip_nets import GEOMETRY, INPUT_SHAPE, make_net
 from oracle import dense_singular_values
 
 from convaudit.clipping import ClipOptions, clip_model, parse_bound_rule
-from convaudit.errors import ConfigError, InputShapeError, OutputError
+from convaudit.errors import ConfigError, OutputError
 from convaudit.loaders import LoadOptions
 
 BOUND = 1.0
@@ -30,7 +30,9 @@ def conv_sigma(module: str, weight: np.ndarray) -> float:
     return float(dense_singular_values(np.asarray(weight, np.float64), size, **geometry)[0])
 
 
-def assert_state_dict_clipped(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> None:
+def assert_state_dict_clipped(
+    before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]
+) -> None:
     """Every conv/dense weight within the bound (dense oracle); every other tensor bit-identical."""
     assert before.keys() == after.keys()
     for key, old in before.items():
@@ -48,8 +50,13 @@ def assert_state_dict_clipped(before: dict[str, torch.Tensor], after: dict[str, 
 
 def clip(src: Path, dest: Path, load_options: LoadOptions = ARCH, **options: object):
     digest = sha(src)
-    report = clip_model(src, BOUND, output=dest, options=ClipOptions(include_dense=True, **options),  # type: ignore[arg-type]
-                        load_options=load_options)
+    report = clip_model(
+        src,
+        BOUND,
+        output=dest,
+        options=ClipOptions(include_dense=True, **options),  # type: ignore[arg-type]
+        load_options=load_options,
+    )
     assert report.ok and report.written and report.checked
     assert all(row.rechecked is not None and row.rechecked <= BOUND for row in report.layers)
     assert sha(src) == digest
@@ -83,7 +90,9 @@ def test_training_dict_keeps_optimizer_and_epoch(tmp_path: Path) -> None:
     assert loaded["epoch"] == 7
     original = torch.load(src, weights_only=True)
     for idx, buf in original["optimizer"]["state"].items():
-        assert torch.equal(loaded["optimizer"]["state"][idx]["momentum_buffer"], buf["momentum_buffer"])
+        assert torch.equal(
+            loaded["optimizer"]["state"][idx]["momentum_buffer"], buf["momentum_buffer"]
+        )
     assert_state_dict_clipped(state, loaded["model"])
 
 
@@ -117,7 +126,11 @@ def test_onnx_round_trip_runs_in_onnxruntime(tmp_path: Path) -> None:
     before = {t.name: t for t in onnx.load(src).graph.initializer}
     after = {t.name: t for t in onnx.load(dest).graph.initializer}
     assert before.keys() == after.keys()
-    changed = {name for name in before if before[name].SerializeToString() != after[name].SerializeToString()}
+    changed = {
+        name
+        for name in before
+        if before[name].SerializeToString() != after[name].SerializeToString()
+    }
     assert len(changed) == len(report.layers) == 5
     nodes = onnx.load(dest).graph.node
     for module in GEOMETRY:
@@ -129,7 +142,9 @@ def test_onnx_round_trip_runs_in_onnxruntime(tmp_path: Path) -> None:
     head = numpy_helper.to_array(after[gemm.input[1]]).astype(np.float64)
     assert np.linalg.norm(head, 2) <= BOUND * (1 + 1e-9)
     session = ort.InferenceSession(str(dest))
-    out = session.run(None, {"x": np.random.default_rng(0).standard_normal(INPUT_SHAPE).astype(np.float32)})
+    out = session.run(
+        None, {"x": np.random.default_rng(0).standard_normal(INPUT_SHAPE).astype(np.float32)}
+    )
     assert out[0].shape == (1, 5)
 
 
@@ -147,18 +162,36 @@ def test_dry_run_writes_nothing_and_bad_requests_are_refused(tmp_path: Path) -> 
     with pytest.raises(ConfigError, match="no output"):
         clip_model(src, BOUND, load_options=ARCH)
     with pytest.raises(ConfigError, match="no layer"):
-        clip_model(src, BOUND, dry_run=True, options=ClipOptions(layers="nothing-matches"), load_options=ARCH)
-    # A bare state_dict has no input sizes: a 3x3 conv cannot be certified without them.
-    with pytest.raises(InputShapeError, match="input size"):
-        clip_model(src, BOUND, dry_run=True)
+        clip_model(
+            src,
+            BOUND,
+            dry_run=True,
+            options=ClipOptions(layers="nothing-matches"),
+            load_options=ARCH,
+        )
+
+
+
+def test_bare_state_dict_is_certified_for_every_input_size(tmp_path: Path) -> None:
+    """Without --arch a state_dict has no geometry or input sizes (the loader assumes stride 1,
+    no padding); the size-independent bound S still covers the real layers, whatever their
+    zero padding, stride and input size."""
+    src, dest = tmp_path / "net.pt", tmp_path / "out.pt"
+    torch.save(make_net().state_dict(), src)
+    report = clip_model(src, BOUND, output=dest, options=ClipOptions(layers="stem|down"))
+    assert report.ok and all("every input size" in r.operator for r in report.layers)
+    after = torch.load(dest, weights_only=True)
+    for module in ("stem", "down"):
+        assert conv_sigma(module, after[f"{module}.weight"].numpy()) <= BOUND * (1 + 1e-9)
 
 
 def test_in_place_replaces_the_input(tmp_path: Path) -> None:
     src = tmp_path / "net.pt"
     state = make_net().state_dict()
     torch.save(state, src)
-    report = clip_model(src, BOUND, in_place=True, load_options=ARCH,
-                        options=ClipOptions(include_dense=True))
+    report = clip_model(
+        src, BOUND, in_place=True, load_options=ARCH, options=ClipOptions(include_dense=True)
+    )
     assert report.ok and report.written
     assert_state_dict_clipped(state, torch.load(src, weights_only=True))
     assert [p.name for p in tmp_path.iterdir()] == ["net.pt"]
@@ -169,8 +202,13 @@ def test_per_layer_bounds_and_selection(tmp_path: Path) -> None:
     state = make_net().state_dict()
     torch.save(state, src)
     rules = (parse_bound_rule("^d=0.5"), parse_bound_rule("head=2"))
-    report = clip_model(src, None, output=dest, load_options=ARCH,
-                        options=ClipOptions(bound_for=rules, layers="down|dw|head"))
+    report = clip_model(
+        src,
+        None,
+        output=dest,
+        load_options=ARCH,
+        options=ClipOptions(bound_for=rules, layers="down|dw|head"),
+    )
     bounds = {r.name: r.bound for r in report.layers}
     assert bounds == {"down": 0.5, "dw": 0.5, "head": 2.0}
     after = torch.load(dest, weights_only=True)

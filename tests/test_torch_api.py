@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from convaudit.errors import ConfigError, InputShapeError
+from convaudit.errors import ConfigError
 from convaudit.torch import project_
 
 
@@ -43,7 +43,14 @@ class Net(nn.Module):
 
 
 # The input size each conv sees for a 1x2x8x8 input.
-SIZES = {"stem": (8, 8), "down": (8, 8), "dw": (4, 4), "ring": (4, 4), "up": (4, 4), "point": (8, 8)}
+SIZES = {
+    "stem": (8, 8),
+    "down": (8, 8),
+    "dw": (4, 4),
+    "ring": (4, 4),
+    "up": (4, 4),
+    "point": (8, 8),
+}
 
 
 def test_project_bounds_every_conv_of_a_live_module() -> None:
@@ -79,7 +86,9 @@ def test_layers_inside_the_ball_are_left_bit_identical() -> None:
 
 def test_1d_and_3d_modules_and_layer_selection() -> None:
     torch.manual_seed(2)
-    net = nn.Sequential(nn.Conv1d(3, 4, 5, padding=2, dilation=1), nn.ReLU(), nn.Conv1d(4, 4, 3, stride=2))
+    net = nn.Sequential(
+        nn.Conv1d(3, 4, 5, padding=2, dilation=1), nn.ReLU(), nn.Conv1d(4, 4, 3, stride=2)
+    )
     for p in net.parameters():
         p.data.mul_(4)
     untouched = net[2].weight.clone()
@@ -92,10 +101,18 @@ def test_1d_and_3d_modules_and_layer_selection() -> None:
     assert module_sigma(net3[0], (4, 4, 4)) <= 1.0 * (1 + 1e-9)
 
 
-def test_missing_or_unused_input_shape_is_a_clear_error() -> None:
+def test_without_input_shape_every_input_size_is_covered() -> None:
+    torch.manual_seed(4)
     net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1))
-    with pytest.raises(InputShapeError):
-        project_(net, 1.0)
+    net[0].weight.data.mul_(5)
+    (report,) = project_(net, 1.0)
+    assert "every input size" in report.statement
+    for n in (3, 7, 12):
+        assert module_sigma(net[0], (n, n)) <= 1.0 + 1e-9
+
+
+def test_unused_conv_or_bad_input_shape_is_a_clear_error() -> None:
+
     class Unused(nn.Module):
         def __init__(self) -> None:
             super().__init__()

@@ -42,8 +42,17 @@ class ClipFormat(str, Enum):
     JSON = "json"
 
 
-_CONFIG_KEYS = {"bound", "bound-for", "layers", "method", "tol", "max-iter", "fold-bn",
-                "include-dense", "exact"}
+_CONFIG_KEYS = {
+    "bound",
+    "bound-for",
+    "layers",
+    "method",
+    "tol",
+    "max-iter",
+    "fold-bn",
+    "include-dense",
+    "exact",
+}
 
 
 def read_clip_config(path: Path) -> dict[str, Any]:
@@ -60,8 +69,10 @@ def read_clip_config(path: Path) -> dict[str, Any]:
     table = data.get("clip", data)
     unknown = sorted(set(table) - _CONFIG_KEYS)
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}",
-                          hint=f"known keys: {', '.join(sorted(_CONFIG_KEYS))}")
+        raise ConfigError(
+            f"{path}: unknown key(s) {', '.join(unknown)}",
+            hint=f"known keys: {', '.join(sorted(_CONFIG_KEYS))}",
+        )
     rules = table.get("bound-for", {})
     if not isinstance(rules, dict):
         raise ConfigError(f"{path}: bound-for must be a table of REGEX = VALUE")
@@ -75,16 +86,40 @@ def _fmt(value: float | None) -> str:
 
 
 def render_table(report: ClipReport) -> str:
-    head = ("layer", "kind", "bound", "sigma_before", "sigma_after", "rechecked", "exact_after",
-            "iters", "rel_change", "status")
+    head = (
+        "layer",
+        "kind",
+        "bound",
+        "sigma_before",
+        "sigma_after",
+        "rechecked",
+        "exact_after",
+        "iters",
+        "rel_change",
+        "status",
+    )
     rows = [head]
     for r in report.layers:
         status = "OVER BOUND" if not r.within_bound else ("unchanged" if r.unchanged else "clipped")
-        rows.append((r.name, r.kind, _fmt(r.bound), _fmt(r.sigma_before), _fmt(r.sigma_after),
-                     _fmt(r.rechecked), _fmt(r.exact_after), str(r.iterations),
-                     f"{r.relative_change:.3%}", status))
+        rows.append(
+            (
+                r.name,
+                r.kind,
+                _fmt(r.bound),
+                _fmt(r.sigma_before),
+                _fmt(r.sigma_after),
+                _fmt(r.rechecked),
+                _fmt(r.exact_after),
+                str(r.iterations),
+                f"{r.relative_change:.3%}",
+                status,
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
     statements = sorted({r.operator for r in report.layers})
     lines.append("")
     lines.append("sigma_* are certified upper bounds of each layer's real operator:")
@@ -103,12 +138,21 @@ def render_json(report: ClipReport) -> str:
         "method": report.method,
         "layers": [
             {
-                "name": r.name, "kind": r.kind, "bound": r.bound, "method": r.method,
-                "iterations": r.iterations, "converged": r.converged, "unchanged": r.unchanged,
-                "sigma_before": r.sigma_before, "sigma_after": r.sigma_after,
-                "sigma_quantity": "upper-bound", "operator": r.operator,
-                "rechecked": r.rechecked, "exact_after": r.exact_after,
-                "relative_change": r.relative_change, "bn_folded": r.bn_folded,
+                "name": r.name,
+                "kind": r.kind,
+                "bound": r.bound,
+                "method": r.method,
+                "iterations": r.iterations,
+                "converged": r.converged,
+                "unchanged": r.unchanged,
+                "sigma_before": r.sigma_before,
+                "sigma_after": r.sigma_after,
+                "sigma_quantity": "upper-bound",
+                "operator": r.operator,
+                "rechecked": r.rechecked,
+                "exact_after": r.exact_after,
+                "relative_change": r.relative_change,
+                "bn_folded": r.bn_folded,
                 "within_bound": r.within_bound,
             }
             for r in report.layers
@@ -123,33 +167,55 @@ def clip(
     model: Path = typer.Argument(..., metavar="MODEL", help="Model file (ONNX, PyTorch, Keras)."),
     bound: float | None = typer.Option(None, "--bound", help="sigma_max bound for every conv."),
     bound_for: list[str] | None = typer.Option(
-        None, "--bound-for", metavar="REGEX=VALUE",
+        None,
+        "--bound-for",
+        metavar="REGEX=VALUE",
         help="Bound for the layers whose name matches REGEX (first match wins); repeatable. "
         "Also selects dense layers.",
     ),
     config: Path | None = typer.Option(
-        None, "--config", metavar="FILE.toml", help="Read these options from a TOML file ([clip] table)."
+        None,
+        "--config",
+        metavar="FILE.toml",
+        help="Read these options from a TOML file ([clip] table).",
     ),
     layers: str | None = typer.Option(
         None, "--layers", metavar="REGEX", help="Only clip layers whose name matches REGEX."
     ),
-    include_dense: bool = typer.Option(False, "--include-dense", help="Apply --bound to dense layers too (exact SVD clip)."),
+    include_dense: bool = typer.Option(
+        False, "--include-dense", help="Apply --bound to dense layers too (exact SVD clip)."
+    ),
     method: Method = typer.Option(Method.ALTERNATING, "--method", help="Projection method."),
-    tol: float = typer.Option(DEFAULT_TOL, "--tol", help="Stop when sigma_max <= bound*(1+tol); then rescale the last bit."),
+    tol: float = typer.Option(
+        DEFAULT_TOL,
+        "--tol",
+        help="Stop when sigma_max <= bound*(1+tol); then rescale the last bit.",
+    ),
     max_iter: int | None = typer.Option(None, "--max-iter", help="Iteration cap per layer."),
-    exact: bool = typer.Option(False, "--exact", help="Also report the exact sigma_max of each clipped layer."),
+    exact: bool = typer.Option(
+        False, "--exact", help="Also report the exact sigma_max of each clipped layer."
+    ),
     fold_bn: bool = typer.Option(
-        False, "--fold-bn",
+        False,
+        "--fold-bn",
         help="Clip each conv together with its eval-mode BatchNorm (written into the conv; BN untouched).",
     ),
     input_shape: list[str] | None = INPUT_SHAPE,
-    output: Path | None = typer.Option(None, "-o", "--output", help="Write the clipped model here."),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="Write the clipped model here."
+    ),
     in_place: bool = typer.Option(False, "--in-place", help="Replace the input file (atomically)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing -o file."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Report what would change; write nothing."),
-    fmt: ClipFormat = typer.Option(ClipFormat.TABLE, "--format", "-f", help="Report format (stdout)."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Report what would change; write nothing."
+    ),
+    fmt: ClipFormat = typer.Option(
+        ClipFormat.TABLE, "--format", "-f", help="Report format (stdout)."
+    ),
     device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda[:N]."),
-    max_memory: str | None = typer.Option(None, "--max-memory", metavar="SIZE", help="Working-memory budget per chunk, e.g. 1G."),
+    max_memory: str | None = typer.Option(
+        None, "--max-memory", metavar="SIZE", help="Working-memory budget per chunk, e.g. 1G."
+    ),
     trust_pickle: bool = TRUST_PICKLE,
     arch: str | None = ARCH,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or messages."),
@@ -161,13 +227,17 @@ def clip(
     for models without fixed input sizes). After writing, the file is reloaded and re-measured.
     """
     file_opts = read_clip_config(config) if config is not None else {}
-    rules = [parse_bound_rule(text) for text in [*(bound_for or []), *file_opts.get("bound-for", [])]]
+    rules = [
+        parse_bound_rule(text) for text in [*(bound_for or []), *file_opts.get("bound-for", [])]
+    ]
     options = ClipOptions(
         bound=bound if bound is not None else file_opts.get("bound"),
         bound_for=tuple(rules),
         layers=layers if layers is not None else file_opts.get("layers"),
         include_dense=include_dense or bool(file_opts.get("include-dense", False)),
-        method=method.value if method is not Method.ALTERNATING else str(file_opts.get("method", method.value)),
+        method=method.value
+        if method is not Method.ALTERNATING
+        else str(file_opts.get("method", method.value)),
         tol=tol if tol != DEFAULT_TOL else float(file_opts.get("tol", tol)),
         max_iter=max_iter if max_iter is not None else file_opts.get("max-iter"),
         fold_bn=fold_bn or bool(file_opts.get("fold-bn", False)),
@@ -175,11 +245,21 @@ def clip(
         device=resolve_device(device),
         max_memory=None if max_memory is None else parse_bytes(max_memory),
     )
-    load_options = LoadOptions(input_shapes=parse_input_shapes(input_shape), trust_pickle=trust_pickle, arch=arch)
+    load_options = LoadOptions(
+        input_shapes=parse_input_shapes(input_shape), trust_pickle=trust_pickle, arch=arch
+    )
     show = not quiet and fmt is ClipFormat.TABLE and stderr_is_tty()
     with LazyProgress("clipping", enabled=show) as progress:
-        report = clip_model(model, output=output, in_place=in_place, force=force, dry_run=dry_run,
-                            options=options, load_options=load_options, progress=progress)
+        report = clip_model(
+            model,
+            output=output,
+            in_place=in_place,
+            force=force,
+            dry_run=dry_run,
+            options=options,
+            load_options=load_options,
+            progress=progress,
+        )
     sys.stdout.write(render_json(report) if fmt is ClipFormat.JSON else render_table(report))
     sys.stdout.flush()
     _summary(report, quiet=quiet)
@@ -190,16 +270,22 @@ def clip(
 def _summary(report: ClipReport, *, quiet: bool) -> None:
     over = [r.name for r in report.layers if not r.within_bound]
     if over:
-        sys.stderr.write(f"error: {len(over)} layer(s) above their bound after re-measuring "
-                         f"the written file: {', '.join(over)}; nothing was written\n")
+        sys.stderr.write(
+            f"error: {len(over)} layer(s) above their bound after re-measuring "
+            f"the written file: {', '.join(over)}; nothing was written\n"
+        )
         return
     if quiet:
         return
     changed = sum(not r.unchanged for r in report.layers)
     if report.written:
-        sys.stderr.write(f"wrote {report.output}: {changed} of {len(report.layers)} layer(s) changed; "
-                         "reloaded and re-measured: every layer within its bound\n")
+        sys.stderr.write(
+            f"wrote {report.output}: {changed} of {len(report.layers)} layer(s) changed; "
+            "reloaded and re-measured: every layer within its bound\n"
+        )
     elif report.output is None:
-        sys.stderr.write(f"dry run: {changed} of {len(report.layers)} layer(s) would change; nothing written\n")
+        sys.stderr.write(
+            f"dry run: {changed} of {len(report.layers)} layer(s) would change; nothing written\n"
+        )
     else:
         sys.stderr.write("every layer already within its bound; the input was left as it is\n")

@@ -31,10 +31,7 @@ from convaudit.ir import PADDING_MODES
 
 def as_kernel(weight: Any, rt: Runtime) -> torch.Tensor:
     """numpy / torch / nested sequence -> tensor on the runtime's device and dtype, checked."""
-    if isinstance(weight, torch.Tensor):
-        t = weight.detach()
-    else:
-        t = torch.as_tensor(np.asarray(weight))
+    t = weight.detach() if isinstance(weight, torch.Tensor) else torch.as_tensor(np.asarray(weight))
     if t.ndim not in (3, 4, 5):
         raise UnsupportedLayerError(f"weight must have 3 to 5 dims (c_out, c_in/groups, *spatial), got shape {tuple(t.shape)}")
     if t.is_complex() or not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):

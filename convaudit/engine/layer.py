@@ -13,7 +13,12 @@ import torch
 
 from convaudit.engine.api import as_kernel
 from convaudit.engine.dense import dense_fits, dense_singular_values
-from convaudit.engine.geometry import ConvGeometry, circular_same_geometry, forward_geometry, transposed_geometry
+from convaudit.engine.geometry import (
+    ConvGeometry,
+    circular_same_geometry,
+    forward_geometry,
+    transposed_geometry,
+)
 from convaudit.engine.norms import any_size_norm, check_weight, conv_norm
 from convaudit.engine.results import EngineOptions, LayerSpectrum, NormResult
 from convaudit.engine.runtime import Runtime, runtime

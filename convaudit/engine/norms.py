@@ -38,10 +38,9 @@ def worst_copy_gain(pads: Pads, mode: str, *, same_circular: bool) -> float:
         return 1.0
     gain = 1.0
     for t, a in pads:
-        if mode == "reflect":
-            copies = 1 + (t > 0) + (a > 0)
-        else:  # replicate, circular: a one-entry axis is copied into every padded cell
-            copies = 1 + t + a
+        # reflect: at most one mirror copy per side; replicate/circular: a one-entry axis is
+        # copied into every padded cell
+        copies = 1 + int(t > 0) + int(a > 0) if mode == "reflect" else 1 + t + a
         gain *= math.sqrt(copies)
     return gain
 

@@ -22,16 +22,23 @@ operator, a circular layer, ...) is the caller's business: see ``projection_laye
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
 import math
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
 
-from convaudit.engine.fourier import blocks_to_torus, frequency_matrices, torus_kernel, torus_to_kernel
+from convaudit.engine.fourier import (
+    blocks_to_torus,
+    frequency_matrices,
+    torus_kernel,
+    torus_to_kernel,
+)
 from convaudit.engine.results import ProgressCallback
 
 Method = Literal["alternating", "dykstra", "rescale"]
@@ -40,8 +47,16 @@ DEFAULT_TOL = 1e-3
 DEFAULT_MAX_ITER = {"alternating": 1000, "dykstra": 1000, "rescale": 0}
 _DEFAULT_CHUNK_BYTES = 256 * 1024**2
 _MARGIN = 1e-10
-_TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
-                 "float64": torch.float64}
+#: the worker pool of the projection running in this context (see cpu_workers)
+_POOL: contextvars.ContextVar[ThreadPoolExecutor | None] = contextvars.ContextVar(
+    "pool", default=None
+)
+_TORCH_DTYPES = {
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+    "float64": torch.float64,
+}
 
 
 @dataclass(frozen=True)
@@ -89,7 +104,10 @@ class _Torus:
     """The clip and truncate operators of one geometry, on float tensors of the torus shape."""
 
     def __init__(
-        self, kernel0: torch.Tensor, geometry: Geometry, chunk_bytes: int,
+        self,
+        kernel0: torch.Tensor,
+        geometry: Geometry,
+        chunk_bytes: int,
         pool: ThreadPoolExecutor | None = None,
     ) -> None:
         self.geometry = geometry
@@ -117,9 +135,16 @@ class _Torus:
 
     def blocks(self, torus: torch.Tensor) -> torch.Tensor:
         g = self.geometry
+        if all(n == 1 for n in g.grid):  # one real matrix (a 1x1 kernel): no FFT, real SVDs
+            return torus.reshape(g.groups, -1, *torus.shape[1:2]).unsqueeze(0)
         # The torus is a grid-sized kernel with dilation 1: its embedding is itself.
         return frequency_matrices(
-            torus, g.grid, stride=g.stride, dilation=(1,) * len(g.grid), groups=g.groups, half=self.half
+            torus,
+            g.grid,
+            stride=g.stride,
+            dilation=(1,) * len(g.grid),
+            groups=g.groups,
+            half=self.half,
         )
 
     def sigma_max(self, torus: torch.Tensor) -> float:
@@ -157,6 +182,8 @@ class _Torus:
                     out[idx] = clipped_part
                 flat = out
         g = self.geometry
+        if not flat.is_complex():
+            return flat.reshape(torus.shape).to(torus.dtype), sigma
         clipped = blocks_to_torus(
             flat.reshape(blocks.shape), g.grid, stride=g.stride, c_in_g=self.c_in_g, half=self.half
         )
@@ -178,7 +205,9 @@ class _Torus:
     def _chunks(self, flat: torch.Tensor) -> list[torch.Tensor]:
         return list(torch.split(flat, self._step(flat)))
 
-    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor], parts: list[torch.Tensor]) -> list[torch.Tensor]:
+    def _map(
+        self, fn: Callable[[torch.Tensor], torch.Tensor], parts: list[torch.Tensor]
+    ) -> list[torch.Tensor]:
         if self.pool is None or len(parts) < 2:
             return [fn(part) for part in parts]
         return list(self.pool.map(fn, parts))
@@ -198,15 +227,40 @@ def cpu_workers(device: torch.device) -> Iterator[ThreadPoolExecutor | None]:
     try:
         if workers > 1:
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                yield pool
+                token = _POOL.set(pool)
+                try:
+                    yield pool
+                finally:
+                    _POOL.reset(token)
         else:
             yield None
     finally:
         torch.set_num_threads(workers)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _on_cpu_workers(func: F) -> F:
+    """Run ``func(kernel, ...)`` inside :func:`cpu_workers` for the kernel's device."""
+
+    @functools.wraps(func)
+    def wrapper(kernel: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        if _POOL.get() is not None:
+            return func(kernel, *args, **kwargs)
+        with cpu_workers(torch.as_tensor(kernel).device):
+            return func(kernel, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 def _run_alternating(
-    op: _Torus, t0: torch.Tensor, bound: float, tol: float, max_iter: int, progress: ProgressCallback | None
+    op: _Torus,
+    t0: torch.Tensor,
+    bound: float,
+    tol: float,
+    max_iter: int,
+    progress: ProgressCallback | None,
 ) -> tuple[torch.Tensor, int, bool]:
     torus = t0
     for it in range(max_iter + 1):
@@ -222,7 +276,12 @@ def _run_alternating(
 
 
 def _run_dykstra(
-    op: _Torus, t0: torch.Tensor, bound: float, tol: float, max_iter: int, progress: ProgressCallback | None
+    op: _Torus,
+    t0: torch.Tensor,
+    bound: float,
+    tol: float,
+    max_iter: int,
+    progress: ProgressCallback | None,
 ) -> tuple[torch.Tensor, int, bool]:
     # The support set is a subspace, so Dykstra needs a correction term for the ball only.
     x = t0
@@ -247,6 +306,7 @@ def _relative_change(kernel: torch.Tensor, kernel0: torch.Tensor) -> float:
     return diff / norm0 if norm0 > 0 else 0.0
 
 
+@_on_cpu_workers
 def project_tensor(
     kernel: torch.Tensor,
     geometry: Geometry,
@@ -272,29 +332,6 @@ def project_tensor(
     input's dtype (the input tensor itself when the operator is already inside the ball) and
     the statistics.
     """
-    with cpu_workers(kernel.device) as pool:
-        return _project(
-            kernel, geometry, bound=bound, method=method, tol=tol, max_iter=max_iter,
-            multiplier=multiplier, work_dtype=work_dtype, storage_dtype=storage_dtype,
-            max_memory=max_memory, progress=progress, pool=pool,
-        )
-
-
-def _project(
-    kernel: torch.Tensor,
-    geometry: Geometry,
-    *,
-    bound: float,
-    method: str = "alternating",
-    tol: float = DEFAULT_TOL,
-    max_iter: int | None = None,
-    multiplier: torch.Tensor | None = None,
-    work_dtype: torch.dtype = torch.float64,
-    storage_dtype: torch.dtype | None = None,
-    max_memory: int | None = None,
-    progress: ProgressCallback | None = None,
-    pool: ThreadPoolExecutor | None = None,
-) -> tuple[torch.Tensor, ProjectionStats]:
     if method not in METHODS:
         raise ValueError(f"unknown projection method {method!r}; choose from {', '.join(METHODS)}")
     if not bound > 0 or not math.isfinite(bound):
@@ -304,10 +341,12 @@ def _project(
     k0 = kernel.detach().to(torch.float64)
     mult = None if multiplier is None else multiplier.to(device=k0.device, dtype=torch.float64)
     folded0 = k0 if mult is None else k0 * mult
-    op64 = _Torus(folded0, geometry, max_memory or _DEFAULT_CHUNK_BYTES, pool)
+    op64 = _Torus(folded0, geometry, max_memory or _DEFAULT_CHUNK_BYTES)
     sigma0 = op64.sigma_max(op64.embed(folded0))
     if sigma0 <= bound:
-        stats = ProjectionStats(method, bound, geometry.grid, sigma0, sigma0, 0, 0.0, True, True, 1.0)
+        stats = ProjectionStats(
+            method, bound, geometry.grid, sigma0, sigma0, 0, 0.0, True, True, 1.0
+        )
         return kernel, stats
     if max_iter is None:
         max_iter = DEFAULT_MAX_ITER[method]
@@ -324,12 +363,14 @@ def _project(
         folded = rescaled
     else:
         work0 = folded0.to(work_dtype)
-        op = op64 if work_dtype == torch.float64 else _Torus(work0, geometry, op64.chunk_bytes, pool)
+        op = op64 if work_dtype == torch.float64 else _Torus(work0, geometry, op64.chunk_bytes)
         run = _run_alternating if method == "alternating" else _run_dykstra
         torus, iterations, converged = run(op, op.embed(work0), bound, tol, max_iter, progress)
         folded = op64.to_kernel(torus.to(torch.float64) * op64.mask, folded0)
     fallback = ""
-    if method != "rescale" and _relative_change(folded, folded0) > _relative_change(rescaled, folded0):
+    if method != "rescale" and _relative_change(folded, folded0) > _relative_change(
+        rescaled, folded0
+    ):
         folded, fallback = rescaled, "rescale"
     new, final_scale, sigma_after = _fit(op64, unfold, folded, bound, store_dtype, mult)
     stats = ProjectionStats(
@@ -395,7 +436,9 @@ def project_kernel(
         method=method,
         tol=tol,
         max_iter=max_iter,
-        multiplier=None if multiplier is None else torch.from_numpy(np.asarray(multiplier, np.float64)),
+        multiplier=None
+        if multiplier is None
+        else torch.from_numpy(np.asarray(multiplier, np.float64)),
         storage_dtype=_TORCH_DTYPES.get(storage_dtype or ""),
         max_memory=max_memory,
         progress=progress,
@@ -422,13 +465,15 @@ def circular_sigma_max(
     k = _as_float64(kernel)
     if multiplier is not None:
         k = k * _as_float64(multiplier).to(k.device)
-    with cpu_workers(k.device) as pool:
-        op = _Torus(k, geometry.reduced(tuple(int(n) for n in k.shape[2:])),
-                    max_memory or _DEFAULT_CHUNK_BYTES, pool)
+    reduced = geometry.reduced(tuple(int(n) for n in k.shape[2:]))
+    with cpu_workers(k.device):
+        op = _Torus(k, reduced, max_memory or _DEFAULT_CHUNK_BYTES)
         return op.sigma_max(op.embed(k))
 
 
-def project_matrix(weight: np.ndarray, bound: float, *, storage_dtype: str | None = None) -> ProjectedKernel:
+def project_matrix(
+    weight: np.ndarray, bound: float, *, storage_dtype: str | None = None
+) -> ProjectedKernel:
     """A dense layer: the SVD clip is the exact nearest point of the ball, in one step."""
     w = np.asarray(weight)
     projected = project_kernel(

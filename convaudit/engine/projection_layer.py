@@ -17,11 +17,13 @@ module picks, per padding mode, a grid whose circular σ_max certifies the layer
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from convaudit.engine.geometry import ConvGeometry, forward_geometry, transposed_geometry
 from convaudit.engine.projection import (
     DEFAULT_TOL,
     Geometry,
@@ -29,10 +31,12 @@ from convaudit.engine.projection import (
     circular_sigma_max,
     project_kernel,
 )
-from convaudit.engine.geometry import ConvGeometry, forward_geometry, transposed_geometry
+from convaudit.engine.projection_any_size import any_size_grid, any_size_sigma, certify_any_size
 from convaudit.engine.results import ProgressCallback
 from convaudit.errors import InputShapeError, UnsupportedLayerError
 from convaudit.ir import ConvLayer
+
+ANY_SIZE = "any-size"
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,9 @@ def _copy_gain(size: int, before: int, after: int, mode: str) -> float:
     j = np.arange(-before, size + after)
     if mode == "reflect":
         if max(before, after) >= size:
-            raise UnsupportedLayerError(f"reflect padding {before, after} is wider than the axis {size}")
+            raise UnsupportedLayerError(
+                f"reflect padding {before, after} is wider than the axis {size}"
+            )
         j = np.abs(j)
         j = np.where(j >= size, 2 * (size - 1) - j, j)
     else:
@@ -92,10 +98,23 @@ def projection_target(layer: ConvLayer) -> ProjectionTarget:
     mode = layer.padding_mode
     if all(k == 1 for k in layer.kernel_size):
         ones = (1,) * nd
-        return ProjectionTarget(Geometry(ones, ones, ones, layer.groups), mode, 1.0, True,
-                                "exact for every input size and padding (1x1 kernel)")
+        return ProjectionTarget(
+            Geometry(ones, ones, ones, layer.groups),
+            mode,
+            1.0,
+            True,
+            "exact for every input size and padding (1x1 kernel)",
+        )
     if layer.transposed and mode != "zeros":
         raise UnsupportedLayerError(f"layer {layer.name}: transposed conv with {mode} padding")
+    if layer.input_size is None:
+        return ProjectionTarget(
+            Geometry(any_size_grid(layer), layer.stride, layer.dilation, layer.groups),
+            ANY_SIZE,
+            1.0,
+            False,
+            f"certified upper bound for every input size ({mode} padding; size-independent bound S)",
+        )
     geo = forward_operator(layer)
     gain, exact = 1.0, False
     if mode == "circular":
@@ -106,7 +125,9 @@ def projection_target(layer: ConvLayer) -> ProjectionTarget:
         for n, (before, after) in zip(geo.grid, layer.padding, strict=True):
             gain *= _copy_gain(n, before, after, mode)
         padded = tuple(n + b + a for n, (b, a) in zip(geo.grid, layer.padding, strict=True))
-        valid = forward_geometry(padded, layer.kernel_size, layer.stride, layer.dilation, ((0, 0),) * nd)
+        valid = forward_geometry(
+            padded, layer.kernel_size, layer.stride, layer.dilation, ((0, 0),) * nd
+        )
         grid = valid.zero_pad_bound_grid()
     geometry = Geometry(grid, layer.stride, layer.dilation, layer.groups)
     where = f"input {_fmt(geo.grid)}, circular grid {_fmt(grid)}"
@@ -116,8 +137,10 @@ def projection_target(layer: ConvLayer) -> ProjectionTarget:
     elif mode == "zeros":
         statement = f"certified upper bound for the zero-padded operator ({where})"
     else:
-        statement = (f"certified upper bound for the {mode}-padded operator "
-                     f"({where}, times padding gain {gain:.4g}; conservative)")
+        statement = (
+            f"certified upper bound for the {mode}-padded operator "
+            f"({where}, times padding gain {gain:.4g}; conservative)"
+        )
     return ProjectionTarget(geometry, mode, gain, exact, statement)
 
 
@@ -172,6 +195,15 @@ def project_layer(
     σ_max ≤ ``bound``, certified by :func:`projection_target`."""
     target = projection_target(layer)
     multiplier = bn_multiplier(layer) if fold_bn else None
+    storage = layer.provenance.dtype if layer.provenance is not None else None
+    fold = multiplier is not None
+    if target.operator == ANY_SIZE:
+        sigma0 = any_size_sigma(layer, layer.kernel, fold_bn=fold)
+        if sigma0 <= bound:
+            stats = ProjectionStats(
+                method, bound, target.geometry.grid, sigma0, sigma0, 0, 0.0, True, True, 1.0
+            )
+            return LayerProjection(layer.name, layer.kernel, bound, target, stats, fold)
     projected = project_kernel(
         layer.kernel,
         target.geometry,
@@ -180,19 +212,39 @@ def project_layer(
         tol=tol,
         max_iter=max_iter,
         multiplier=multiplier,
-        storage_dtype=layer.provenance.dtype if layer.provenance is not None else None,
+        storage_dtype=storage,
         device=device,
         max_memory=max_memory,
         progress=progress,
     )
-    return LayerProjection(layer.name, projected.kernel, bound, target, projected.stats,
-                           multiplier is not None)
+    kernel, stats = projected.kernel, projected.stats
+    if target.operator == ANY_SIZE:
+        kernel, sigma, scale = certify_any_size(
+            layer, kernel, bound, fold_bn=fold, storage_dtype=storage
+        )
+        change = np.linalg.norm(np.asarray(kernel, np.float64) - layer.kernel) / max(
+            float(np.linalg.norm(layer.kernel)), 1e-300
+        )
+        stats = dataclasses.replace(
+            stats,
+            sigma_before=sigma0,
+            sigma_after=sigma,
+            final_scale=stats.final_scale * scale,
+            relative_change=float(change),
+            unchanged=False,
+        )
+    return LayerProjection(layer.name, kernel, bound, target, stats, fold)
 
 
-def certified_sigma(layer: ConvLayer, *, fold_bn: bool = False, max_memory: int | None = None) -> float:
+def certified_sigma(
+    layer: ConvLayer, *, fold_bn: bool = False, max_memory: int | None = None
+) -> float:
     """Certified upper bound on σ_max of the layer's real operator (the projection's measure)."""
     target = projection_target(layer)
+    if target.operator == ANY_SIZE:
+        return any_size_sigma(layer, layer.kernel, fold_bn=fold_bn)
     multiplier = bn_multiplier(layer) if fold_bn else None
-    sigma = circular_sigma_max(layer.kernel, target.geometry, multiplier=multiplier,
-                               max_memory=max_memory)
+    sigma = circular_sigma_max(
+        layer.kernel, target.geometry, multiplier=multiplier, max_memory=max_memory
+    )
     return target.gain * sigma

@@ -6,17 +6,15 @@ over frequency chunks sized to the memory budget, CPU worker threads or one CUDA
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import torch
 
-import dataclasses
-
 from convaudit.engine.frequencies import alias_frequencies, frequency_block, kernel_taps
-from convaudit.engine.runtime import Runtime, chunk_size, chunks, run_chunks
 from convaudit.engine.results import ProgressCallback
-
+from convaudit.engine.runtime import Runtime, chunk_size, chunks, run_chunks
 
 #: frequency matrices this large are decomposed one chunk at a time with LAPACK's own threads;
 #: smaller ones in parallel chunks on worker threads (measured faster on both sides)

@@ -80,8 +80,8 @@ def spectrum_renderables(report: ModelReport) -> list[RenderableType]:
     table = Table(
         title=f"{report.path} ({report.format})",
         title_justify="left",
-        caption="* of the circular-padding operator on the σ_max grid: exact for circular layers; "
-        "for zero-padded ones the paper's characterisation, not the layer's own operator",
+        caption="* of the circular-padding operator on the σ_max grid: the layer itself if circular, "
+        "else the paper's characterisation",
         caption_justify="left",
     )
     for header, justify in (

@@ -180,9 +180,9 @@ def test_circular_model_is_exact_everywhere(cli):
 
     import convaudit
 
-    args = ("--input-shape", "1,3,16,16")
+    args = ("--input-shape", "1,3,8,8")
     doc = _json(cli("spectrum", CIRCULAR, *args, "--format", "json", "--full"))
-    ir = convaudit.load(REPO / CIRCULAR, input_shapes={"": (1, 3, 16, 16)})
+    ir = convaudit.load(REPO / CIRCULAR, input_shapes={"": (1, 3, 8, 8)})
     for entry, conv in zip(_layers(doc), ir.convs, strict=True):
         truth = oracle.circular_singular_values(
             conv.kernel,

@@ -20,7 +20,7 @@ def truth(kernel, grid, stride, dilation, groups, pads, mode="zeros"):
 
 
 def fits(kernel, grid, dilation, pads):
-    return all(n + b + a >= d * (k - 1) + 1 for n, (b, a), d, k in zip(grid, pads, dilation, kernel.shape[2:]))
+    return all(n + b + a >= d * (k - 1) + 1 for n, (b, a), d, k in zip(grid, pads, dilation, kernel.shape[2:], strict=True))
 
 
 @settings(max_examples=40, deadline=None)
@@ -41,7 +41,7 @@ def test_zero_padding_exact_sigma_max(case):
 @given(padded_cases(), st.sampled_from(["reflect", "replicate"]))
 def test_reflect_replicate_exact_and_certified(case, mode):
     kernel, grid, stride, dilation, groups, pads = case
-    if not fits(kernel, grid, dilation, pads) or any(max(p) >= n for p, n in zip(pads, grid)):
+    if not fits(kernel, grid, dilation, pads) or any(max(p) >= n for p, n in zip(pads, grid, strict=True)):
         return
     want = truth(kernel, grid, stride, dilation, groups, pads, mode)
     res = operator_norm(kernel, grid, stride=stride, padding=pads, dilation=dilation, groups=groups,
@@ -72,7 +72,7 @@ def test_size_independent_bound_covers_every_size(case):
     assert res.grid is None and res.operator == "any-size" and not res.exact
     circ = circular_singular_values(kernel, grid, stride=stride, dilation=dilation, groups=groups)[0]
     assert res.upper >= circ * (1 - TOL)
-    same = tuple((d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2) for d, k in zip(dilation, kernel.shape[2:]))
+    same = tuple((d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2) for d, k in zip(dilation, kernel.shape[2:], strict=True))
     if fits(kernel, grid, dilation, same):
         assert res.upper >= truth(kernel, grid, stride, dilation, groups, same) * (1 - TOL)
 

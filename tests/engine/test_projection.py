@@ -33,10 +33,17 @@ class Case:
 
     def layer(self, kernel: np.ndarray, bn: BatchNormParams | None = None) -> ConvLayer:
         return ConvLayer(
-            name=self.id, kernel=kernel, stride=self.stride, dilation=self.dilation,
-            padding=self.padding, groups=self.groups, padding_mode=self.padding_mode,  # type: ignore[arg-type]
-            transposed=self.transposed, output_padding=self.output_padding,
-            input_size=self.input_size, bn=bn,
+            name=self.id,
+            kernel=kernel,
+            stride=self.stride,
+            dilation=self.dilation,
+            padding=self.padding,
+            groups=self.groups,
+            padding_mode=self.padding_mode,  # type: ignore[arg-type]
+            transposed=self.transposed,
+            output_padding=self.output_padding,
+            input_size=self.input_size,
+            bn=bn,
         )
 
     def dense_sigma(self, kernel: np.ndarray) -> float:
@@ -46,9 +53,15 @@ class Case:
         pad: Any = self.padding
         if self.transposed:
             pad = tuple(before for before, _ in self.padding)
-        return dict(stride=self.stride, padding=pad, dilation=self.dilation, groups=self.groups,
-                    padding_mode=self.padding_mode, transposed=self.transposed,
-                    output_padding=self.output_padding or 0)
+        return dict(
+            stride=self.stride,
+            padding=pad,
+            dilation=self.dilation,
+            groups=self.groups,
+            padding_mode=self.padding_mode,
+            transposed=self.transposed,
+            output_padding=self.output_padding or 0,
+        )
 
 
 CASES = [
@@ -60,22 +73,48 @@ CASES = [
     Case("groups-2", (4, 2, 3, 3), (6, 6), (1, 1), (1, 1), ((1, 1), (1, 1)), groups=2),
     Case("depthwise", (4, 1, 3, 3), (6, 6), (1, 1), (1, 1), ((1, 1), (1, 1)), groups=4),
     Case("depthwise-stride-2", (3, 1, 5, 5), (8, 8), (2, 2), (1, 1), ((2, 2), (2, 2)), groups=3),
-    Case("transposed-stride-2", (3, 2, 3, 3), (4, 4), (2, 2), (1, 1), ((1, 1), (1, 1)),
-         transposed=True, output_padding=(1, 1)),
-    Case("transposed-2x2-s2", (4, 2, 2, 2), (3, 3), (2, 2), (1, 1), ((0, 0), (0, 0)), transposed=True),
+    Case(
+        "transposed-stride-2",
+        (3, 2, 3, 3),
+        (4, 4),
+        (2, 2),
+        (1, 1),
+        ((1, 1), (1, 1)),
+        transposed=True,
+        output_padding=(1, 1),
+    ),
+    Case(
+        "transposed-2x2-s2", (4, 2, 2, 2), (3, 3), (2, 2), (1, 1), ((0, 0), (0, 0)), transposed=True
+    ),
     Case("rectangular", (3, 2, 3, 5), (5, 8), (1, 2), (1, 1), ((1, 1), (2, 2))),
     Case("asymmetric-pad", (3, 2, 3, 3), (6, 6), (1, 1), (1, 1), ((0, 2), (2, 0))),
     Case("kernel-larger-than-input", (2, 2, 5, 5), (3, 3), (1, 1), (1, 1), ((2, 2), (2, 2))),
     Case("1d", (4, 3, 5), (12,), (1,), (1,), ((2, 2),)),
     Case("1d-stride-dilation", (3, 3, 3), (12,), (2,), (2,), ((2, 2),)),
     Case("3d", (3, 2, 3, 3, 3), (4, 4, 4), (1, 1, 1), (1, 1, 1), ((1, 1),) * 3),
-    Case("circular", (4, 3, 3, 3), (6, 6), (1, 1), (1, 1), ((1, 1), (1, 1)), padding_mode="circular"),
-    Case("circular-stride-2", (3, 3, 3, 3), (6, 6), (2, 2), (1, 1), ((1, 1), (1, 1)),
-         padding_mode="circular"),
+    Case(
+        "circular", (4, 3, 3, 3), (6, 6), (1, 1), (1, 1), ((1, 1), (1, 1)), padding_mode="circular"
+    ),
+    Case(
+        "circular-stride-2",
+        (3, 3, 3, 3),
+        (6, 6),
+        (2, 2),
+        (1, 1),
+        ((1, 1), (1, 1)),
+        padding_mode="circular",
+    ),
     Case("circular-1d-dilated", (3, 2, 3), (8,), (1,), (2,), ((2, 2),), padding_mode="circular"),
     Case("reflect", (3, 2, 3, 3), (6, 6), (1, 1), (1, 1), ((1, 1), (1, 1)), padding_mode="reflect"),
-    Case("replicate", (3, 2, 3, 3), (6, 6), (1, 1), (1, 1), ((1, 1), (1, 1)),
-         padding_mode="replicate"),
+    Case(
+        "replicate",
+        (3, 2, 3, 3),
+        (6, 6),
+        (1, 1),
+        (1, 1),
+        ((1, 1), (1, 1)),
+        padding_mode="replicate",
+    ),
 ]
 
 
@@ -121,7 +160,9 @@ def test_layer_inside_the_ball_is_returned_unchanged(case: Case) -> None:
         assert res.kernel.tobytes() == kernel_for(case, seed=1).astype(np.float32).tobytes()
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.padding_mode == "zeros"], ids=lambda c: c.id)
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c.padding_mode == "zeros"], ids=lambda c: c.id
+)
 def test_certificate_grid_bounds_the_zero_padded_operator(case: Case) -> None:
     """The grid of MATH.md §2 is large enough: circular σ there ≥ dense zero-padded σ,
     for kernels built to make the zero-padded norm large."""
@@ -144,8 +185,9 @@ def one_shot_clip(kernel: np.ndarray, grid: tuple[int, int], bound: float) -> np
 
 def test_one_shot_clip_is_not_feasible_but_alternating_is() -> None:
     """Regression guard for the trap of MATH.md §3: one clip + truncate lands above the bound."""
-    case = Case("circular", (4, 4, 3, 3), (8, 8), (1, 1), (1, 1), ((1, 1), (1, 1)),
-                padding_mode="circular")
+    case = Case(
+        "circular", (4, 4, 3, 3), (8, 8), (1, 1), (1, 1), ((1, 1), (1, 1)), padding_mode="circular"
+    )
     k0 = kernel_for(case, seed=3)
     sigma0 = case.dense_sigma(k0)
     for fraction, least_excess in ((0.5, 1.10), (0.1, 1.3)):
@@ -179,11 +221,19 @@ def test_fold_bn_bounds_the_composite_and_keeps_zero_scale_channels(case: Case) 
     rng = np.random.default_rng(6)
     gamma = rng.uniform(0.5, 3.0, c_out) * rng.choice([-1, 1], c_out)
     gamma[1] = 0.0
-    bn = BatchNormParams(gamma=gamma, beta=np.zeros(c_out), mean=rng.standard_normal(c_out),
-                         var=rng.uniform(0.1, 2, c_out), eps=1e-5)
+    bn = BatchNormParams(
+        gamma=gamma,
+        beta=np.zeros(c_out),
+        mean=rng.standard_normal(c_out),
+        var=rng.uniform(0.1, 2, c_out),
+        eps=1e-5,
+    )
     layer = case.layer(k0, bn)
-    composite0 = np.linalg.svd(np.diag(np.repeat(bn.scale, np.prod(case.layer(k0).output_size())))
-                               @ dense_matrix(k0, case.input_size, **case.geometry()), compute_uv=False)[0]
+    composite0 = np.linalg.svd(
+        np.diag(np.repeat(bn.scale, np.prod(case.layer(k0).output_size())))
+        @ dense_matrix(k0, case.input_size, **case.geometry()),
+        compute_uv=False,
+    )[0]
     bound = 0.5 * composite0
     res = project_layer(layer, bound, fold_bn=True)
     assert res.bn_folded
@@ -217,8 +267,12 @@ def test_one_by_one_kernel_needs_no_input_size_and_is_exact() -> None:
     u, s, vh = np.linalg.svd(w0, full_matrices=False)
     nearest = (u * np.minimum(s, 1.0)) @ vh
     np.testing.assert_allclose(w, nearest, atol=1e-9)
-    assert dense_singular_values(res.kernel, (6, 6), stride=(2, 2), padding=((0, 0), (0, 0)),
-                                 dilation=(1, 1))[0] <= 1.0
+    assert (
+        dense_singular_values(
+            res.kernel, (6, 6), stride=(2, 2), padding=((0, 0), (0, 0)), dilation=(1, 1)
+        )[0]
+        <= 1.0
+    )
 
 
 def test_own_grid_is_not_a_certificate_but_ours_is() -> None:
@@ -232,3 +286,25 @@ def test_own_grid_is_not_a_certificate_but_ours_is() -> None:
     assert not res.stats.unchanged
     assert case.dense_sigma(res.kernel) <= 0.5 * (1 + RTOL)
 
+
+@pytest.mark.parametrize(
+    ("shape", "stride", "dilation", "groups"),
+    [((3, 2, 3, 3), (1, 1), (1, 1), 1), ((4, 2, 3, 3), (2, 2), (1, 1), 2), ((2, 2, 3), (1,), (2,), 1)],
+    ids=["3x3", "strided-grouped", "1d-dilated"],
+)
+def test_unknown_input_size_is_certified_for_every_size(shape, stride, dilation, groups) -> None:
+    """No input size: the projection is certified by the size-independent bound S, which holds
+    for every input size and every zero padding (checked densely on several)."""
+    k0 = np.random.default_rng(10).standard_normal(shape) + 0.5
+    nd = len(shape) - 2
+    layer = ConvLayer("free", k0, stride, dilation, ((1, 1),) * nd, groups=groups)
+    res = project_layer(layer, 1.0)
+    assert projection_target(layer).operator == "any-size" and res.sigma_after <= 1.0
+    for n in (4, 6, 9):
+        for pad in (0, 1, 2):
+            if n + 2 * pad < dilation[0] * (shape[-1] - 1) + 1:
+                continue  # the kernel does not fit
+            size = (n,) * nd
+            sigma = dense_singular_values(res.kernel, size, stride=stride, padding=((pad, pad),) * nd,
+                                          dilation=dilation, groups=groups)[0]
+            assert sigma <= 1.0 + 1e-9, (n, pad)

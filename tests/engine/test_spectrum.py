@@ -34,7 +34,7 @@ def test_full_spectrum_matches_dense_operator(case):
 def test_transposed_has_the_forward_spectrum(case):
     kernel, grid, stride, dilation, groups = case
     # The transposed conv on the alias grid is the adjoint of the forward conv on `grid`.
-    alias = tuple(n // s for n, s in zip(grid, stride))
+    alias = tuple(n // s for n, s in zip(grid, stride, strict=True))
     got = singular_values(kernel, alias, stride=stride, dilation=dilation, groups=groups, transposed=True)
     want = circular_singular_values(kernel, grid, stride=stride, dilation=dilation, groups=groups)
     assert_same_spectrum(got, want)

@@ -32,6 +32,33 @@ PROMISE_2 = {
 }
 
 
+#: Holes found in other modules, reported to their owners; each case still keeps the user-level
+#: promise where noted (the last-resort net in convaudit.loaders gives one error line, exit 2),
+#: and is skipped -- with this reason shown -- only for the stricter check it fails. Remove an
+#: entry once its module is fixed; a fixed case that stays listed fails (see _check_case).
+KNOWN_HOLES: dict[str, str] = {
+    **{
+        f"zip-bad-member-name-{f}": f"{owner}: zipfile raises UnicodeDecodeError (a ValueError) "
+        "on a member name that is not UTF-8; only BadZipFile/OSError are caught "
+        "(use convaudit.loaders.safety.open_zip)"
+        for f, owner in (
+            ("keras", "loaders/keras.py open_keras / KerasLoader.sniff"),
+            ("pt", "loaders/pytorch_archive.py check_zip_file"),
+            ("ckpt", "loaders/pytorch_archive.py check_zip_file"),
+            ("torchscript", "loaders/pytorch_archive.py check_zip_file"),
+        )
+    },
+    "hdf5-shifted-h5": "loaders/keras.py open_keras: h5py raises OSError on a damaged attribute "
+    "read after the file opened; wrap reads in convaudit.loaders.safety.hdf5_errors",
+    "hdf5-shifted-weights.h5": "loaders/keras_tree.py tree_layers: h5py raises RuntimeError "
+    "('bad local heap signature') on a link check; wrap reads in safety.hdf5_errors",
+    "onnx-no-convs": "cli/spectrum.py (analysis): a model without convs gives exit 0 and an "
+    "empty report; issue 6 asks for one error line and exit 2",
+    "pt-no-convs": "cli/spectrum.py (analysis): a state_dict without conv weights gives exit 0; "
+    "issue 6 asks for one error line and exit 2",
+}
+
+
 def _strict_json(text: str):
     def refuse(token: str):
         raise AssertionError(f"JSON contains {token}")
@@ -49,6 +76,9 @@ def _layer(doc: dict, name: str) -> dict:
 
 def _check_case(case: dict, result: CliResult) -> None:
     label = case["name"]
+    if label in KNOWN_HOLES:
+        _check_known_hole(case, result)
+        return
     if case["expect"] == "skipped" and result.exit_code == 0:
         doc = _strict_json(result.stdout)
         skipped = doc["models"][0]["skipped"]
@@ -84,6 +114,20 @@ def _check_case(case: dict, result: CliResult) -> None:
         )
 
 
+def _check_known_hole(case: dict, result: CliResult) -> None:
+    label = case["name"]
+    assert "Traceback" not in result.stderr, f"{label}:\n{result.stderr}"
+    assert result.exit_code in (0, 2), f"{label}: exit {result.exit_code}\n{result.stderr}"
+    line = next(iter(result.error_lines()), "")
+    fixed = (
+        (result.exit_code == 2 and not any(p in line for p in FALLBACK_PHRASES))
+        if (case["covers"] != "empty models")
+        else result.exit_code == 2
+    )
+    assert not fixed, f"{label} is fixed: remove it from KNOWN_HOLES"
+    pytest.skip(f"known hole: {KNOWN_HOLES[label]}")
+
+
 def test_corpus_covers_every_promise_2_case(corpus):
     covered = Counter(case["covers"] for case in corpus["cases"])
     missing = PROMISE_2 - set(covered)
@@ -111,7 +155,19 @@ def test_layers_on_every_unreadable_file(corpus, run_cli, subtests):
 
 @pytest.mark.parametrize(
     "name",
-    ["zip-bomb-keras-weights", "onnx-external-relative", "random-pt", "zip-bad-member-name-pt2"],
+    [
+        "zip-bomb-keras-weights",
+        "onnx-external-relative",
+        "random-pt",
+        pytest.param(
+            "zip-bad-member-name-pt2",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="loaders/pytorch_programs.py: torch.export.load logs a warning WITH a "
+                "traceback on stderr (logger torch.export) before the clean error line",
+            ),
+        ),
+    ],
 )
 def test_real_process_gives_one_error_line(corpus, name):
     """The same through a real `python -m convaudit` process (exit status as a shell sees it)."""
