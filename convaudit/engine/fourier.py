@@ -55,13 +55,13 @@ def torus_to_kernel(
     """Read the kernel's taps back from the torus (the inverse of :func:`torus_kernel` when no
     taps collide; the truncation step of the projection)."""
     grid = torus.shape[2:]
-    index: list[torch.Tensor] = []
+    index: list[torch.Tensor | slice] = [slice(None), slice(None)]
     for ax, (k, d) in enumerate(zip(kernel_size, dilation, strict=True)):
         taps = (torch.arange(k, device=torus.device) * d) % grid[ax]
         shape = [1] * len(kernel_size)
         shape[ax] = k
         index.append(taps.reshape(shape))
-    return torus[(slice(None), slice(None), *index)]
+    return torus[tuple(index)]
 
 
 def spatial_fft(torus: torch.Tensor, *, half: bool) -> torch.Tensor:

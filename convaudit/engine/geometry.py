@@ -6,6 +6,7 @@ Everything here is integer arithmetic on tuples; no arrays.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,10 +19,10 @@ PaddingSpec = int | str | Sequence[int] | Sequence[Sequence[int]]
 
 def as_tuple(value: int | Sequence[int], nd: int, label: str) -> tuple[int, ...]:
     """An int -> nd copies; a sequence must have nd positive entries."""
-    if isinstance(value, (int,)) or hasattr(value, "__index__"):
-        out = (int(value),) * nd  # type: ignore[arg-type]
-    else:
+    if isinstance(value, Sequence):
         out = tuple(int(v) for v in value)
+    else:
+        out = (operator.index(value),) * nd
     if len(out) != nd:
         raise UnsupportedLayerError(f"{label} {value!r} must have {nd} entries (one per spatial axis)")
     if any(v < 1 for v in out):
@@ -53,17 +54,17 @@ def resolve_padding(
         if any(s != 1 for s in stride):
             raise UnsupportedLayerError('padding "same" with a stride needs the input size')
         return tuple((d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2) for k, d in zip(kernel_size, dilation, strict=True))
-    if isinstance(padding, int) or hasattr(padding, "__index__"):
-        p = int(padding)  # type: ignore[arg-type]
+    if not isinstance(padding, Sequence):
+        p = operator.index(padding)
         pads: Pads = ((p, p),) * nd
     else:
-        items = list(padding)
+        items: list = list(padding)
         if len(items) != nd:
             raise UnsupportedLayerError(f"padding {padding!r} must have {nd} entries")
-        if all(isinstance(v, int) or hasattr(v, "__index__") for v in items):
-            pads = tuple((int(v), int(v)) for v in items)  # type: ignore[arg-type]
+        if all(not isinstance(v, Sequence) for v in items):
+            pads = tuple((operator.index(v), operator.index(v)) for v in items)
         else:
-            pads = tuple((int(v[0]), int(v[1])) for v in items)  # type: ignore[index]
+            pads = tuple((int(v[0]), int(v[1])) for v in items)
     if any(b < 0 or a < 0 for b, a in pads):
         raise UnsupportedLayerError(f"negative padding {padding!r} is not supported")
     return pads

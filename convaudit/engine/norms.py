@@ -16,7 +16,7 @@ from convaudit.engine.continuous import size_independent_bound
 from convaudit.engine.dense import dense_fits, dense_singular_values
 from convaudit.engine.geometry import ConvGeometry, Pads
 from convaudit.engine.padded_norm import padded_sigma_max
-from convaudit.engine.results import NormResult
+from convaudit.engine.results import NormResult, Quantity
 from convaudit.engine.runtime import Runtime
 from convaudit.errors import UnsupportedLayerError
 
@@ -74,7 +74,7 @@ def circular_norm_result(kernel: torch.Tensor, geometry: ConvGeometry, *, groups
     res = circular_sigma_max(kernel, geometry.grid, stride=geometry.stride, dilation=geometry.dilation,
                              groups=groups, rt=rt, tol=tol)
     exact = res.upper <= res.lower * (1 + tol)
-    quantity = "exact" if exact else "upper-bound"
+    quantity: Quantity = "exact" if exact else "upper-bound"
     value = res.value if exact else res.upper
     return NormResult(value, res.lower, res.upper, exact, quantity, "circular", geometry.grid,
                       "fft + power/gram iteration")

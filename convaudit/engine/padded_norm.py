@@ -23,7 +23,7 @@ from convaudit.engine.circular_norm import CircularNorm, circular_sigma_max
 from convaudit.engine.geometry import ConvGeometry
 from convaudit.engine.lanczos import lanczos_sigma_max
 from convaudit.engine.operator import PaddedConv, pad_index
-from convaudit.engine.results import NormResult
+from convaudit.engine.results import NormResult, Quantity
 from convaudit.engine.runtime import Runtime
 
 
@@ -96,6 +96,6 @@ def padded_sigma_max(
     lower = min(res.lower, upper)
     converged = res.converged or upper <= lower * (1 + tol)
     value = min(res.sigma, upper) if converged else upper
-    quantity = "exact" if converged else "upper-bound"
+    quantity: Quantity = "exact" if converged else "upper-bound"
     return NormResult(value, lower, upper, converged, quantity, mode, geometry.grid,
                       f"lanczos ({res.products} products); upper: {method}", iterations=res.products)
