@@ -149,28 +149,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         model = build_model(Path(folder), a.channels)
         base = baseline_rss_mib()
-        runs = [
-            measure(model, mode, grid, a.channels, budget, a.device, a.timeout)
-            for grid in a.grid
-            for mode in a.modes
-            for budget in a.budgets
-        ]
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, device {a.device}"
-    )
-    print(
-        f"baseline (python + torch + convaudit imported, nothing computed): {base:.0f} MiB peak RSS\n"
-    )
-    print(
-        "| mode | conv | grid | --max-memory | exit | wall (s) | peak RSS (MiB) | above baseline (MiB) | note |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in runs:
-        conv = f"{r.channels}->{r.channels} 3x3"
         print(
-            f"| {r.mode} | {conv} | {r.grid}x{r.grid} | {r.budget} | {r.exit_code} | {r.seconds:.1f} "
-            f"| {r.peak_rss_mib:.0f} | {r.peak_rss_mib - base:.0f} | {r.note} |"
+            f"machine: {platform.machine()}, {os.cpu_count()} CPUs, "
+            f"Python {platform.python_version()}, device {a.device}"
         )
+        print(f"baseline (python + torch + convaudit imported, nothing computed): {base:.0f} MiB\n")
+        print(
+            "| mode | conv | grid | --max-memory | exit | wall (s) | peak RSS (MiB) | above baseline | note |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
+        for grid in a.grid:
+            for mode in a.modes:
+                for budget in a.budgets:  # one row as each run ends: partial results survive
+                    r = measure(model, mode, grid, a.channels, budget, a.device, a.timeout)
+                    print(
+                        f"| {r.mode} | {r.channels}->{r.channels} 3x3 | {r.grid}x{r.grid} "
+                        f"| {r.budget} | {r.exit_code} | {r.seconds:.1f} | {r.peak_rss_mib:.0f} "
+                        f"| {r.peak_rss_mib - base:.0f} | {r.note} |",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import numpy as np
 from convaudit.atomic import atomic_path, check_destination
 from convaudit.engine.layer import analyse_layer, layer_upper_bound
 from convaudit.engine.projection import DEFAULT_TOL, METHODS, project_matrix
+from convaudit.engine.projection_any_size import CERTIFY_TOL
 from convaudit.engine.projection_layer import project_layer
 from convaudit.engine.results import EngineOptions, ProgressCallback
 from convaudit.errors import ConfigError, ConvauditError
@@ -166,7 +167,7 @@ def _exact_sigma(layer: ConvLayer, fold_bn: bool, options: ClipOptions) -> float
 
 
 def _clip_one(
-    layer: Layer, bound: float, options: ClipOptions, progress: ProgressCallback | None
+    layer: Layer, bound: float, options: ClipOptions
 ) -> tuple[np.ndarray | None, LayerClip]:
     fold = options.fold_bn and isinstance(layer, ConvLayer) and layer.bn is not None
     try:
@@ -185,7 +186,6 @@ def _clip_one(
                 fold_bn=fold,
                 device=options.device,
                 max_memory=options.max_memory,
-                progress=progress,
             )
             stats, operator, kernel = proj.stats, proj.target.statement, proj.kernel
             before, after = proj.sigma_before, proj.sigma_after
@@ -224,7 +224,7 @@ def clip_ir(
     for i, (layer, bound) in enumerate(chosen):
         if progress is not None:
             progress(i, len(chosen), layer.name)
-        kernel, row = _clip_one(layer, bound, options, None)
+        kernel, row = _clip_one(layer, bound, options)
         if kernel is not None:
             updates[layer.name] = kernel
         rows.append(row)
@@ -239,7 +239,7 @@ def recheck(
     """Reload ``path`` with convaudit's loader and re-measure each clipped layer with the
     engine's certified upper bound (written independently of the projection code)."""
     ir = load_model(path, load_options)
-    engine = EngineOptions(device=options.device, max_memory=options.max_memory)
+    engine = EngineOptions(device=options.device, max_memory=options.max_memory, tol=CERTIFY_TOL)
     out = []
     for row in rows:
         bound = layer_upper_bound(ir.layer(row.name), fold_bn=row.bn_folded, options=engine)
@@ -278,8 +278,9 @@ def clip_model(
     dest = _destination(source, output, in_place=in_place, force=force, dry_run=dry_run)
     ir = load_model(source, load_options)
     updates, rows = clip_ir(ir, options, progress)
-    if dest is None or (in_place and not updates):
-        return ClipReport(str(source), None, options.method, tuple(rows), ir.skipped, False, False)
+    if dest is None or (in_place and not updates):  # nothing to write
+        where = None if dest is None else str(dest)
+        return ClipReport(str(source), where, options.method, tuple(rows), ir.skipped, False, False)
     try:
         with atomic_path(dest) as tmp:
             write_kernels(ir, tmp, updates)

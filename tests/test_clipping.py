@@ -171,7 +171,6 @@ def test_dry_run_writes_nothing_and_bad_requests_are_refused(tmp_path: Path) -> 
         )
 
 
-
 def test_bare_state_dict_is_certified_for_every_input_size(tmp_path: Path) -> None:
     """Without --arch a state_dict has no geometry or input sizes (the loader assumes stride 1,
     no padding); the size-independent bound S still covers the real layers, whatever their

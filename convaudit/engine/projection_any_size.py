@@ -13,11 +13,15 @@ from dataclasses import replace
 
 import numpy as np
 
+from convaudit.engine.results import EngineOptions
 from convaudit.errors import InputShapeError
 from convaudit.ir import ConvLayer
 
 #: alias-grid points per axis the projection runs on (at least 4 kernel extents)
 MIN_ALIAS = 16
+#: the engine certifies σ_max within (1 + tol) of the truth: ask for a tight certificate, so a
+#: kernel projected to a hair under the bound is certified under it too
+CERTIFY_TOL = 1e-12
 _MARGIN = 1e-9
 
 
@@ -38,7 +42,8 @@ def any_size_sigma(layer: ConvLayer, kernel: np.ndarray, *, fold_bn: bool) -> fl
     """The engine's certified size-independent upper bound for ``kernel`` in ``layer``."""
     from convaudit.engine.layer import layer_upper_bound
 
-    return layer_upper_bound(replace(layer, kernel=kernel), fold_bn=fold_bn).upper
+    options = EngineOptions(tol=CERTIFY_TOL)
+    return layer_upper_bound(replace(layer, kernel=kernel), fold_bn=fold_bn, options=options).upper
 
 
 def certify_any_size(

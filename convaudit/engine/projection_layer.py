@@ -12,6 +12,9 @@ module picks, per padding mode, a grid whose circular σ_max certifies the layer
   0/1 copy matrix, so σ ≤ ‖P‖·σ_circ(N_valid) with ‖P‖ = √(max copies of an input cell).
   The guarantee holds but is conservative (‖P‖ ≤ √2 per axis for reflect).
 
+- unknown input size (zeros / circular): a fine circular grid, then the size-independent
+  certificate S (``projection_any_size``), valid for every input size.
+
 1×…×1 kernels are exact on any grid and need no input size: σ = max_g σ_max(W₀).
 """
 

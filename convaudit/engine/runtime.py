@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -76,6 +77,16 @@ def chunk_size(rt: Runtime, per_item_bytes: int, total: int, *, what: str) -> in
         # Several chunks per worker keep both the progress callback and the threads busy.
         fit = min(fit, max(1, -(-total // (4 * rt.threads))))
     return max(1, min(fit, total))
+
+
+def single_threaded_blas() -> contextlib.AbstractContextManager[object]:
+    """numpy's BLAS/LAPACK on one thread per caller (our workers parallelise instead): OpenBLAS
+    threads on small batched matrices oversubscribe the cores. No-op without threadpoolctl."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def chunks(total: int, size: int) -> Iterator[slice]:

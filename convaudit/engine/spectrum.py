@@ -14,11 +14,7 @@ import torch
 
 from convaudit.engine.frequencies import alias_frequencies, frequency_block, kernel_taps
 from convaudit.engine.results import ProgressCallback
-from convaudit.engine.runtime import Runtime, chunk_size, chunks, run_chunks
-
-#: frequency matrices this large are decomposed one chunk at a time with LAPACK's own threads;
-#: smaller ones in parallel chunks on worker threads (measured faster on both sides)
-POOL_MAX_SIDE = 192
+from convaudit.engine.runtime import Runtime, chunk_size, chunks, run_chunks, single_threaded_blas
 
 
 def pointwise_spectrum(kernel: torch.Tensor, grid: tuple[int, ...], stride: tuple[int, ...], groups: int) -> np.ndarray:
@@ -27,7 +23,10 @@ def pointwise_spectrum(kernel: torch.Tensor, grid: tuple[int, ...], stride: tupl
     c_out, c_in_g = kernel.shape[:2]
     co_g = c_out // groups
     w = kernel.reshape(groups, co_g, c_in_g)
-    sv = torch.linalg.svdvals(w).cpu().numpy().astype(np.float64).reshape(-1)
+    if w.device.type == "cpu":  # numpy's LAPACK: faster here than torch's (see frequency_svdvals)
+        sv = np.linalg.svd(w.numpy(), compute_uv=False).astype(np.float64).reshape(-1)
+    else:
+        sv = torch.linalg.svdvals(w).cpu().numpy().astype(np.float64).reshape(-1)
     n_alias = math.prod(stride)
     zeros = groups * (min(co_g, c_in_g * n_alias) - min(co_g, c_in_g))
     per_freq = np.concatenate([sv, np.zeros(zeros)])
@@ -77,15 +76,20 @@ def frequency_svdvals(
     shape = tuple(kernel.shape)
     c_out, c_in_g = shape[:2]
     per_freq = c_out * c_in_g * math.prod(stride) * rt.itemsize
-    if min(c_out // groups, c_in_g * math.prod(stride)) >= POOL_MAX_SIDE:
-        rt = dataclasses.replace(rt, threads=1)  # big matrices: LAPACK threads itself
     size = chunk_size(rt, per_freq, len(freqs), what="singular values")
+    on_cpu = rt.device.type == "cpu"
 
     def work(part: slice) -> np.ndarray:
         blocks = frequency_block(taps, shape, freqs[part], grid, stride=stride, dilation=dilation, groups=groups)
+        if on_cpu:
+            # numpy's LAPACK (OpenBLAS, one thread per worker) measured 1.2-1.7x faster than
+            # torch's MKL build on these batched small complex SVDs; same gesdd algorithm.
+            sv_np = np.linalg.svd(blocks.numpy(), compute_uv=False)
+            return sv_np.reshape(sv_np.shape[0], -1).astype(np.float64)
         sv = torch.linalg.svdvals(blocks)
         return sv.reshape(sv.shape[0], -1).cpu().numpy().astype(np.float64)
 
     parts = list(chunks(len(freqs), size))
-    results = run_chunks(rt, work, parts, progress, "singular values")
+    with single_threaded_blas():
+        results = run_chunks(rt, work, parts, progress, "singular values")
     return np.concatenate(results, axis=0), weights

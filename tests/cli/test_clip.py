@@ -142,11 +142,16 @@ def test_bad_options_are_one_error_line(
     assert expected in one_error_line(run_cli("clip", str(models["fixed"]), *args, "--dry-run"))
 
 
-def test_unknown_input_size_is_covered_for_every_size(models: dict[str, Path], tmp_path: Path) -> None:
+def test_input_sizes(models: dict[str, Path], tmp_path: Path) -> None:
     src = models["dynamic"]
-    result = run_cli("clip", str(src), "--bound", "1", "-o", str(tmp_path / "any.onnx"))
+    assert "--input-shape" in run_cli("clip", str(src), "--bound", "1", "--dry-run").stderr
+    bare = tmp_path / "bare.pt"
+    torch.save(make_net().state_dict(), bare)
+    result = run_cli(
+        "clip", str(bare), "--bound", "1", "--layers", "stem", "-o", str(tmp_path / "o.pt")
+    )
     assert result.exit_code == 0, result.stderr
-    assert "every input size" in result.stdout
+    assert "certified upper bound for every input size" in result.stdout
     ok = run_cli(
         "clip",
         str(src),

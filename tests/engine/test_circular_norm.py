@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from oracle import circular_singular_values
 from strategies import conv_cases
 
-from convaudit.engine.circular_norm import _gram_upper, _power_lower, circular_sigma_max
+from convaudit.engine.circular_norm import _certify_below, _power_lower, circular_sigma_max
 from convaudit.engine.results import EngineOptions
 from convaudit.engine.runtime import runtime
 
@@ -27,14 +27,16 @@ def test_bracket_contains_truth_and_closes(case):
     assert res.upper <= res.lower * (1 + 1e-6) + 1e-300
 
 
-def test_every_gram_step_is_an_upper_bound_and_power_a_lower_bound():
+def test_cholesky_certificate_and_power_lower_bound():
     rng = np.random.default_rng(0)
     m = torch.as_tensor(rng.standard_normal((20, 6, 6)) + 1j * rng.standard_normal((20, 6, 6)))
     gram = m.mH @ m
     lam = torch.linalg.eigvalsh(gram)[:, -1]
-    for steps in range(0, 6):
-        bound = _gram_upper(gram, steps, floor=0.0)
-        assert torch.all(bound >= lam * (1 - 1e-12))
+    for factor in (0.5, 0.99, 0.999999, 1.000001, 1.01, 2.0):
+        proven = _certify_below(gram, float(lam.max()) * factor)
+        # never certifies a matrix whose λ_max is above μ; certifies every one well below it
+        assert not torch.any(proven & (lam > lam.max() * factor))
+        assert torch.all(proven[lam < lam.max() * factor * (1 - 1e-9)])
     for steps in range(0, 4):
         low, _ = _power_lower(gram, steps)
         assert torch.all(low <= lam * (1 + 1e-12))

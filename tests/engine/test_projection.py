@@ -104,6 +104,16 @@ CASES = [
         ((1, 1), (1, 1)),
         padding_mode="circular",
     ),
+    # 5 taps on a 3-cell torus: taps collide, the truncation shares each cell's change.
+    Case(
+        "circular-kernel-larger-than-grid",
+        (2, 2, 5, 5),
+        (3, 3),
+        (1, 1),
+        (1, 1),
+        ((2, 2), (2, 2)),
+        padding_mode="circular",
+    ),
     Case("circular-1d-dilated", (3, 2, 3), (8,), (1,), (2,), ((2, 2),), padding_mode="circular"),
     Case("reflect", (3, 2, 3, 3), (6, 6), (1, 1), (1, 1), ((1, 1), (1, 1)), padding_mode="reflect"),
     Case(
@@ -289,7 +299,11 @@ def test_own_grid_is_not_a_certificate_but_ours_is() -> None:
 
 @pytest.mark.parametrize(
     ("shape", "stride", "dilation", "groups"),
-    [((3, 2, 3, 3), (1, 1), (1, 1), 1), ((4, 2, 3, 3), (2, 2), (1, 1), 2), ((2, 2, 3), (1,), (2,), 1)],
+    [
+        ((3, 2, 3, 3), (1, 1), (1, 1), 1),
+        ((4, 2, 3, 3), (2, 2), (1, 1), 2),
+        ((2, 2, 3), (1,), (2,), 1),
+    ],
     ids=["3x3", "strided-grouped", "1d-dilated"],
 )
 def test_unknown_input_size_is_certified_for_every_size(shape, stride, dilation, groups) -> None:
@@ -305,6 +319,12 @@ def test_unknown_input_size_is_certified_for_every_size(shape, stride, dilation,
             if n + 2 * pad < dilation[0] * (shape[-1] - 1) + 1:
                 continue  # the kernel does not fit
             size = (n,) * nd
-            sigma = dense_singular_values(res.kernel, size, stride=stride, padding=((pad, pad),) * nd,
-                                          dilation=dilation, groups=groups)[0]
+            sigma = dense_singular_values(
+                res.kernel,
+                size,
+                stride=stride,
+                padding=((pad, pad),) * nd,
+                dilation=dilation,
+                groups=groups,
+            )[0]
             assert sigma <= 1.0 + 1e-9, (n, pad)
