@@ -58,7 +58,9 @@ def resnet50_convs() -> list[Conv]:
     """torchvision resnet50 (v1.5: stride on the bottleneck's 3x3) at 224x224."""
     convs = [Conv("conv1", 3, 64, 7, 2, 224)]
     grid, c_in = 56, 64  # after the 3x3/2 max-pool
-    for stage, (width, blocks, stride) in enumerate([(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)], start=1):
+    for stage, (width, blocks, stride) in enumerate(
+        [(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)], start=1
+    ):
         out = width * 4
         for b in range(blocks):
             s = stride if b == 0 else 1
@@ -75,10 +77,14 @@ def resnet50_convs() -> list[Conv]:
 
 def weights(conv: Conv, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return rng.standard_normal((conv.c_out, conv.c_in, conv.k, conv.k)) * math.sqrt(2 / (conv.c_in * conv.k**2))
+    return rng.standard_normal((conv.c_out, conv.c_in, conv.k, conv.k)) * math.sqrt(
+        2 / (conv.c_in * conv.k**2)
+    )
 
 
-def paper_reference(kernel: np.ndarray, n: int, sample: int | None, rng: np.random.Generator) -> tuple[float, np.ndarray | None]:
+def paper_reference(
+    kernel: np.ndarray, n: int, sample: int | None, rng: np.random.Generator
+) -> tuple[float, np.ndarray | None]:
     """(seconds for the whole layer, values or None when sampled) for the paper's code."""
     k_paper = kernel.transpose(2, 3, 1, 0)  # the paper's (k, k, c_in, c_out) layout
     t0 = time.perf_counter()
@@ -111,9 +117,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--dtype", default="float64")
     ap.add_argument("--no-reference", action="store_true")
     ap.add_argument("--no-padded", action="store_true")
-    ap.add_argument("--sample", type=int, default=48, help="frequency matrices timed per sampled layer")
-    ap.add_argument("--full-reference", default="layer1.0.conv1,layer1.0.conv2,layer2.1.conv2,layer4.1.conv2,layer1.1.conv1",
-                    help="comma-separated stride-1 layers on which the paper's code runs in full")
+    ap.add_argument(
+        "--sample", type=int, default=48, help="frequency matrices timed per sampled layer"
+    )
+    ap.add_argument(
+        "--full-reference",
+        default="layer1.0.conv1,layer1.0.conv2,layer2.1.conv2,layer4.1.conv2,layer1.1.conv1",
+        help="comma-separated stride-1 layers on which the paper's code runs in full",
+    )
     ap.add_argument("--json", default=None)
     ap.add_argument("--limit", type=int, default=None, help="only the first N layers (smoke test)")
     args = ap.parse_args(argv)
@@ -125,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
     full_ref = set(filter(None, args.full_reference.split(",")))
     report: dict = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
-                   f", numpy {np.__version__}",
+        f", numpy {np.__version__}",
         "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(0),
         "dtype": args.dtype,
     }
@@ -150,7 +161,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     def spectrum(c: Conv) -> np.ndarray:
         k = torch.as_tensor(kernels[c.name], dtype=rt.real, device=rt.device)
-        return circular_spectrum(k, (c.grid, c.grid), stride=(c.stride,) * 2, dilation=(1, 1), groups=1, rt=rt)
+        return circular_spectrum(
+            k, (c.grid, c.grid), stride=(c.stride,) * 2, dilation=(1, 1), groups=1, rt=rt
+        )
 
     spectrum(convs[1])  # warm-up (thread pool, LAPACK init)
     ref_time, ref_values, ref_measured = 0.0, {}, {}
@@ -159,7 +172,9 @@ def main(argv: list[str] | None = None) -> dict:
         if c.stride == 1 and not args.no_reference:
             whole = c.name in full_ref
             with limit():
-                t_ref, vals = paper_reference(kernels[c.name], c.grid, None if whole else args.sample, rng)
+                t_ref, vals = paper_reference(
+                    kernels[c.name], c.grid, None if whole else args.sample, rng
+                )
                 if whole:
                     ref_values[c.name] = np.sort(vals)[::-1]
                     est, _ = paper_reference(kernels[c.name], c.grid, args.sample, rng)
@@ -171,26 +186,43 @@ def main(argv: list[str] | None = None) -> dict:
         if c.name in ref_values:
             ref = ref_values[c.name]
             err = max(err, float(np.max(np.abs(sv - ref)) / ref[0]))
-        ref_note = f"reference {t_ref:8.2f} s ({'full' if c.name in ref_values else 'extrapolated'})" if (
-            c.stride == 1 and not args.no_reference) else ""
+        ref_note = (
+            f"reference {t_ref:8.2f} s ({'full' if c.name in ref_values else 'extrapolated'})"
+            if (c.stride == 1 and not args.no_reference)
+            else ""
+        )
         print(f"{c.name:22s} convaudit {t:7.2f} s  {ref_note}", file=sys.stderr)
         report["reference_stride1_s"] = ref_time
-        report["reference_check"] = {n: {"full_s": a, "extrapolated_s": b} for n, (a, b) in ref_measured.items()}
+        report["reference_check"] = {
+            n: {"full_s": a, "extrapolated_s": b} for n, (a, b) in ref_measured.items()
+        }
         report["convaudit_full_s"] = dict(times_full)
         save()
-    full1 = sum(t for n, t in times_full.items() if next(c for c in convs if c.name == n).stride == 1)
+    full1 = sum(
+        t for n, t in times_full.items() if next(c for c in convs if c.name == n).stride == 1
+    )
     report["convaudit_full_stride1_s"] = full1
     report["convaudit_full_all53_s"] = sum(times_full.values())
     report["max_error_vs_reference"] = err if ref_values else None
-    print(f"full spectra: stride-1 {full1:.2f} s, all 53 {report['convaudit_full_all53_s']:.2f} s", file=sys.stderr)
+    print(
+        f"full spectra: stride-1 {full1:.2f} s, all 53 {report['convaudit_full_all53_s']:.2f} s",
+        file=sys.stderr,
+    )
 
     save()
 
     # 3. sigma_max only
     def top(c: Conv):
         k = torch.as_tensor(kernels[c.name], dtype=rt.real, device=rt.device)
-        return circular_sigma_max(k, (c.grid, c.grid), stride=(c.stride,) * 2, dilation=(1, 1), groups=1, rt=rt,
-                                  tol=opts.tol)
+        return circular_sigma_max(
+            k,
+            (c.grid, c.grid),
+            stride=(c.stride,) * 2,
+            dilation=(1, 1),
+            groups=1,
+            rt=rt,
+            tol=opts.tol,
+        )
 
     t_sig, sig_err, sig_exact = 0.0, 0.0, 0
     for c in convs:
@@ -198,11 +230,16 @@ def main(argv: list[str] | None = None) -> dict:
         t_sig += t
         sig_err = max(sig_err, abs(res.value - tops[c.name]) / tops[c.name])
         sig_exact += res.upper <= res.lower * (1 + opts.tol) * (1 + 1e-12)
-        assert res.lower <= tops[c.name] * (1 + 1e-9) and res.upper >= tops[c.name] * (1 - 1e-9), c.name
+        assert res.lower <= tops[c.name] * (1 + 1e-9) and res.upper >= tops[c.name] * (1 - 1e-9), (
+            c.name
+        )
     report["sigma_max_all53_s"] = t_sig
     report["sigma_max_max_rel_error_vs_full"] = sig_err
     report["sigma_max_exact_count"] = int(sig_exact)
-    print(f"sigma_max only: {t_sig:.2f} s, {sig_exact}/{len(convs)} closed within tol", file=sys.stderr)
+    print(
+        f"sigma_max only: {t_sig:.2f} s, {sig_exact}/{len(convs)} closed within tol",
+        file=sys.stderr,
+    )
 
     save()
 
@@ -210,8 +247,16 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.no_padded:
         t_pad, n_exact, products, ratios = 0.0, 0, 0, []
         for c in convs:
-            t, res = timed(lambda c=c: operator_norm(kernels[c.name], (c.grid, c.grid), stride=c.stride, padding=c.pad,
-                                                     dtype=args.dtype, device=args.device))
+            t, res = timed(
+                lambda c=c: operator_norm(
+                    kernels[c.name],
+                    (c.grid, c.grid),
+                    stride=c.stride,
+                    padding=c.pad,
+                    dtype=args.dtype,
+                    device=args.device,
+                )
+            )
             t_pad += t
             n_exact += res.exact
             products += res.iterations
@@ -220,7 +265,10 @@ def main(argv: list[str] | None = None) -> dict:
         report["zero_padding_exact_count"] = n_exact
         report["zero_padding_lanczos_products"] = products
         report["zero_padding_max_bracket_ratio"] = max(ratios)
-        print(f"zero-padding exact: {t_pad:.2f} s, {n_exact}/53 exact, {products} products", file=sys.stderr)
+        print(
+            f"zero-padding exact: {t_pad:.2f} s, {n_exact}/53 exact, {products} products",
+            file=sys.stderr,
+        )
 
     report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if torch.cuda.is_available() and args.device.startswith("cuda"):

@@ -33,13 +33,17 @@ def as_kernel(weight: Any, rt: Runtime) -> torch.Tensor:
     """numpy / torch / nested sequence -> tensor on the runtime's device and dtype, checked."""
     t = weight.detach() if isinstance(weight, torch.Tensor) else torch.as_tensor(np.asarray(weight))
     if t.ndim not in (3, 4, 5):
-        raise UnsupportedLayerError(f"weight must have 3 to 5 dims (c_out, c_in/groups, *spatial), got shape {tuple(t.shape)}")
+        raise UnsupportedLayerError(
+            f"weight must have 3 to 5 dims (c_out, c_in/groups, *spatial), got shape {tuple(t.shape)}"
+        )
     if t.is_complex() or not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
         raise UnsupportedLayerError(f"weight must be real, got dtype {t.dtype}")
     t = t.to(device=rt.device, dtype=rt.real)
     status = check_weight(t)
     if status == "non-finite":
-        raise UnsupportedLayerError("weight contains NaN or Inf", hint="the layer's weights are corrupt")
+        raise UnsupportedLayerError(
+            "weight contains NaN or Inf", hint="the layer's weights are corrupt"
+        )
     return t
 
 
@@ -49,7 +53,9 @@ def _grid(input_size: int | Sequence[int], nd: int) -> tuple[int, ...]:
 
 def _check_groups(kernel: torch.Tensor, groups: int) -> None:
     if groups < 1 or kernel.shape[0] % groups:
-        raise UnsupportedLayerError(f"groups={groups} does not divide the weight's first dim {kernel.shape[0]}")
+        raise UnsupportedLayerError(
+            f"groups={groups} does not divide the weight's first dim {kernel.shape[0]}"
+        )
 
 
 def singular_values(
@@ -85,10 +91,17 @@ def singular_values(
     if transposed:
         grid = tuple(n * si for n, si in zip(grid, s, strict=True))
     if all(n % si == 0 for n, si in zip(grid, s, strict=True)):
-        return circular_spectrum(kernel, grid, stride=s, dilation=d, groups=groups, rt=rt, progress=progress)
+        return circular_spectrum(
+            kernel, grid, stride=s, dilation=d, groups=groups, rt=rt, progress=progress
+        )
     geometry = circular_same_geometry(grid, tuple(kernel.shape[2:]), s, d)
-    return dense_singular_values(kernel, geometry, groups=groups, mode="circular",
-                                 why=f"stride {s} does not divide the grid {grid}")
+    return dense_singular_values(
+        kernel,
+        geometry,
+        groups=groups,
+        mode="circular",
+        why=f"stride {s} does not divide the grid {grid}",
+    )
 
 
 def operator_norm(
@@ -116,9 +129,13 @@ def operator_norm(
     size-independent bound S, valid for every input size (``operator == "any-size"``).
     """
     if padding_mode not in PADDING_MODES:
-        raise UnsupportedLayerError(f"unknown padding_mode {padding_mode!r}", hint=f"use one of {', '.join(PADDING_MODES)}")
+        raise UnsupportedLayerError(
+            f"unknown padding_mode {padding_mode!r}", hint=f"use one of {', '.join(PADDING_MODES)}"
+        )
     if transposed and padding_mode != "zeros":
-        raise UnsupportedLayerError("transposed convolutions support only zero padding (as in PyTorch/ONNX)")
+        raise UnsupportedLayerError(
+            "transposed convolutions support only zero padding (as in PyTorch/ONNX)"
+        )
     rt = runtime(EngineOptions(dtype=dtype, device=device, max_memory=max_memory, tol=tol))  # type: ignore[arg-type]
     kernel = as_kernel(weight, rt)
     _check_groups(kernel, groups)
@@ -129,13 +146,30 @@ def operator_norm(
     if input_size is None:
         # Pads only matter here through the padding gain of reflect/replicate/circular; "same"
         # without a size is taken as its stride-1 split (the total is what the gain uses).
-        pads = resolve_padding(padding, None, ksize, (1,) * nd if isinstance(padding, str) else s, d)
-        return any_size_norm(kernel, stride=s, dilation=d, groups=groups, pads=pads, mode=padding_mode, rt=rt, tol=tol)
+        pads = resolve_padding(
+            padding, None, ksize, (1,) * nd if isinstance(padding, str) else s, d
+        )
+        return any_size_norm(
+            kernel,
+            stride=s,
+            dilation=d,
+            groups=groups,
+            pads=pads,
+            mode=padding_mode,
+            rt=rt,
+            tol=tol,
+        )
     grid = _grid(input_size, nd)
     pads = resolve_padding(padding, grid, ksize, s, d)
     if transposed:
-        op = (int(output_padding),) * nd if isinstance(output_padding, int) else tuple(int(v) for v in output_padding)
+        op = (
+            (int(output_padding),) * nd
+            if isinstance(output_padding, int)
+            else tuple(int(v) for v in output_padding)
+        )
         geometry = transposed_geometry(grid, ksize, s, d, pads, op)
     else:
         geometry = forward_geometry(grid, ksize, s, d, pads)
-    return conv_norm(kernel, geometry, groups=groups, mode=padding_mode, method=method, rt=rt, tol=tol)
+    return conv_norm(
+        kernel, geometry, groups=groups, mode=padding_mode, method=method, rt=rt, tol=tol
+    )

@@ -64,10 +64,14 @@ def _power_lower(gram: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Te
     """Rayleigh quotients (lower bounds on λ_max) and the iterates, batched."""
     n = gram.shape[-1]
     gen = torch.Generator(device="cpu").manual_seed(0)
-    start = torch.randn(n, 1, generator=gen, dtype=torch.float64).to(device=gram.device, dtype=gram.dtype)
+    start = torch.randn(n, 1, generator=gen, dtype=torch.float64).to(
+        device=gram.device, dtype=gram.dtype
+    )
     # Start from the column of G with the largest norm plus a fixed random vector: robust.
     col = gram.norm(dim=-2).argmax(dim=-1)
-    x = gram.gather(-1, col[..., None, None].expand(*gram.shape[:-1], 1)) + start * gram.diagonal(dim1=-2, dim2=-1).real.mean(-1)[..., None, None].to(gram.dtype)
+    x = gram.gather(-1, col[..., None, None].expand(*gram.shape[:-1], 1)) + start * gram.diagonal(
+        dim1=-2, dim2=-1
+    ).real.mean(-1)[..., None, None].to(gram.dtype)
     for _ in range(steps):
         x = x / x.norm(dim=-2, keepdim=True).clamp_min(torch.finfo(gram.real.dtype).tiny)
         x = gram @ x
@@ -109,7 +113,9 @@ def circular_sigma_max(
     margin = rounding_margin(max(c_out // groups, width), rt.real)
 
     def blocks_of(part: slice) -> torch.Tensor:
-        b = frequency_block(taps, shape, freqs[part], grid, stride=stride, dilation=dilation, groups=groups)
+        b = frequency_block(
+            taps, shape, freqs[part], grid, stride=stride, dilation=dilation, groups=groups
+        )
         return b.reshape(-1, *b.shape[2:])  # (F·groups, rows, cols)
 
     parts = list(chunks(len(freqs), size))
@@ -160,7 +166,10 @@ def circular_sigma_max(
             bound[open_] = lam * (1 + margin)
             j = int(lam.argmax())
             if float(lam[j]) > best:
-                best, best_at = float(lam[j]), ((part.start * groups + int(open_[j])) // groups, int(open_[j]) % groups)
+                best, best_at = (
+                    float(lam[j]),
+                    ((part.start * groups + int(open_[j])) // groups, int(open_[j]) % groups),
+                )
         upper = max(upper, float(bound.max()))
         if cache is not None:
             cache.pop(i, None)

@@ -25,7 +25,9 @@ S_BUDGET = 1 << 16
 S_WORK = 4e9
 
 
-def lipschitz_constants(kernel: torch.Tensor, dilation: tuple[int, ...], groups: int) -> tuple[float, ...]:
+def lipschitz_constants(
+    kernel: torch.Tensor, dilation: tuple[int, ...], groups: int
+) -> tuple[float, ...]:
     """L_ax per spatial axis, with ‖K_a‖₂ the norm of the tap's block-diagonal (per-group) matrix."""
     c_out, c_in_g = kernel.shape[:2]
     ksize = tuple(kernel.shape[2:])
@@ -55,11 +57,20 @@ def size_independent_bound(
     nd = len(stride)
     lips = lipschitz_constants(kernel, dilation, groups)
     coarse = tuple([8] * nd)
-    m0 = circular_sigma_max(kernel, tuple(g * s for g, s in zip(coarse, stride, strict=True)),
-                            stride=stride, dilation=dilation, groups=groups, rt=rt, tol=tol).lower
+    m0 = circular_sigma_max(
+        kernel,
+        tuple(g * s for g, s in zip(coarse, stride, strict=True)),
+        stride=stride,
+        dilation=dilation,
+        groups=groups,
+        rt=rt,
+        tol=tol,
+    ).lower
     target = rel_width * max(m0, 1e-300)
     # Equal error share per axis: L_ax / (2·G_ax·s_ax) <= target / nd.
-    want = [max(1, math.ceil(nd * lip / (2 * s * target))) for lip, s in zip(lips, stride, strict=True)]
+    want = [
+        max(1, math.ceil(nd * lip / (2 * s * target))) for lip, s in zip(lips, stride, strict=True)
+    ]
     c_out, c_in_g = kernel.shape[:2]
     rows, cols = c_out // groups, c_in_g * math.prod(stride)
     per_freq = groups * min(rows, cols) ** 2 * max(rows, cols)
@@ -67,6 +78,8 @@ def size_independent_bound(
     cap = max(8, int(count ** (1 / nd)))
     alias = tuple(min(w, cap) for w in want)
     grid = tuple(g * s for g, s in zip(alias, stride, strict=True))
-    norm = circular_sigma_max(kernel, grid, stride=stride, dilation=dilation, groups=groups, rt=rt, tol=tol)
+    norm = circular_sigma_max(
+        kernel, grid, stride=stride, dilation=dilation, groups=groups, rt=rt, tol=tol
+    )
     slack = sum(lip / (2 * g * s) for lip, g, s in zip(lips, alias, stride, strict=True))
     return norm.lower, norm.upper + slack, alias

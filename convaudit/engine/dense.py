@@ -25,7 +25,9 @@ def dense_fits(kernel_shape: tuple[int, ...], geometry: ConvGeometry, groups: in
     return max(c_in * math.prod(geometry.grid), c_out * math.prod(geometry.out_size)) <= DENSE_LIMIT
 
 
-def dense_singular_values(kernel: torch.Tensor, geometry: ConvGeometry, *, groups: int, mode: str, why: str) -> np.ndarray:
+def dense_singular_values(
+    kernel: torch.Tensor, geometry: ConvGeometry, *, groups: int, mode: str, why: str
+) -> np.ndarray:
     """All singular values of the real operator, descending; refuses layers over DENSE_LIMIT."""
     if not dense_fits(tuple(kernel.shape), geometry, groups):
         raise UnsupportedLayerError(

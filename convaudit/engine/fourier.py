@@ -23,7 +23,9 @@ def check_exact_geometry(grid: tuple[int, ...], stride: tuple[int, ...]) -> None
             raise ValueError(f"stride {stride} does not divide grid {grid}")
 
 
-def torus_kernel(kernel: torch.Tensor, grid: tuple[int, ...], dilation: tuple[int, ...]) -> torch.Tensor:
+def torus_kernel(
+    kernel: torch.Tensor, grid: tuple[int, ...], dilation: tuple[int, ...]
+) -> torch.Tensor:
     """Fold the kernel onto the torus: tap a goes to cell (a·d) mod N, colliding taps SUM.
 
     Handles dilation and kernels larger than the grid (np.fft.fft2(K, s=...) would crop them).
@@ -34,9 +36,8 @@ def torus_kernel(kernel: torch.Tensor, grid: tuple[int, ...], dilation: tuple[in
     out = kernel.new_zeros(*kernel.shape[:2], *grid)
     if all((k - 1) * d < n for k, d, n in zip(ksize, dilation, grid, strict=True)):
         # No collisions: a strided slice assignment.
-        index = (slice(None), slice(None)) + tuple(
-            slice(0, (k - 1) * d + 1, d) for k, d in zip(ksize, dilation, strict=True)
-        )
+        steps = tuple(slice(0, (k - 1) * d + 1, d) for k, d in zip(ksize, dilation, strict=True))
+        index = (slice(None), slice(None), *steps)
         out[index] = kernel
         return out
     flat = out.reshape(*kernel.shape[:2], -1)
@@ -137,7 +138,9 @@ def blocks_to_torus(
     c_out = groups * co_g
     dims = tuple(range(2, 2 + nd))
     if not strided:
-        khat = blocks.permute(nd, nd + 1, nd + 2, *range(nd)).reshape(c_out, c_in_g, *blocks.shape[:nd])
+        khat = blocks.permute(nd, nd + 1, nd + 2, *range(nd)).reshape(
+            c_out, c_in_g, *blocks.shape[:nd]
+        )
         if half:
             return torch.fft.irfftn(khat, s=grid, dim=dims)
         return torch.fft.ifftn(khat, dim=dims).real

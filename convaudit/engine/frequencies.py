@@ -77,7 +77,9 @@ def frequency_block(
         u = freqs[:, ax, None] + np.arange(s)[None, :] * m_ax  # (F, s)
         cells = (u[:, :, None] * (np.arange(k) * d)[None, None, :]) % n  # (F, s, k)
         p_ax = np.exp(-2j * np.pi * cells / n)
-        phase = (phase[:, :, None, :, None] * p_ax[:, None, :, None, :]).reshape(n_freq, phase.shape[1] * s, -1)
+        phase = (phase[:, :, None, :, None] * p_ax[:, None, :, None, :]).reshape(
+            n_freq, phase.shape[1] * s, -1
+        )
     ph = torch.from_numpy(phase.reshape(n_freq * n_alias, -1)).to(device=device, dtype=taps.dtype)
     khat = ph @ taps  # (F·L, c_out·c_in_g)
     co_g = c_out // groups

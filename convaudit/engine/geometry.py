@@ -24,7 +24,9 @@ def as_tuple(value: int | Sequence[int], nd: int, label: str) -> tuple[int, ...]
     else:
         out = (operator.index(value),) * nd
     if len(out) != nd:
-        raise UnsupportedLayerError(f"{label} {value!r} must have {nd} entries (one per spatial axis)")
+        raise UnsupportedLayerError(
+            f"{label} {value!r} must have {nd} entries (one per spatial axis)"
+        )
     if any(v < 1 for v in out):
         raise UnsupportedLayerError(f"{label} {value!r} must be positive")
     return out
@@ -48,12 +50,17 @@ def resolve_padding(
         if spec == "valid":
             return ((0, 0),) * nd
         if spec != "same":
-            raise UnsupportedLayerError(f"unknown padding {padding!r}", hint='use an int, pairs, "same" or "valid"')
+            raise UnsupportedLayerError(
+                f"unknown padding {padding!r}", hint='use an int, pairs, "same" or "valid"'
+            )
         if grid is not None:
             return same_padding(grid, kernel_size, stride, dilation)
         if any(s != 1 for s in stride):
             raise UnsupportedLayerError('padding "same" with a stride needs the input size')
-        return tuple((d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2) for k, d in zip(kernel_size, dilation, strict=True))
+        return tuple(
+            (d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2)
+            for k, d in zip(kernel_size, dilation, strict=True)
+        )
     if not isinstance(padding, Sequence):
         p = operator.index(padding)
         pads: Pads = ((p, p),) * nd
@@ -90,7 +97,14 @@ class ConvGeometry:
         """E per axis: the largest input position any tap reads (MATH.md §2)."""
         return tuple(
             (o - 1) * s + d * (k - 1) - t
-            for o, s, d, k, t in zip(self.out_size, self.stride, self.dilation, self.kernel_size, self.before, strict=True)
+            for o, s, d, k, t in zip(
+                self.out_size,
+                self.stride,
+                self.dilation,
+                self.kernel_size,
+                self.before,
+                strict=True,
+            )
         )
 
     @property
@@ -100,7 +114,9 @@ class ConvGeometry:
 
     def is_circular_exact(self) -> bool:
         """Output covers exactly one period: out·s == N per axis (MATH.md §1)."""
-        return all(o * s == n for o, s, n in zip(self.out_size, self.stride, self.grid, strict=True))
+        return all(
+            o * s == n for o, s, n in zip(self.out_size, self.stride, self.grid, strict=True)
+        )
 
     def zero_pad_bound_grid(self) -> tuple[int, ...]:
         """Smallest N >= H + max(t, E - H + 1) with s | N: σ_zero <= σ_circ(N) (MATH.md §2)."""
@@ -124,7 +140,9 @@ def forward_geometry(
         for n, (b, a), k, s, d in zip(grid, pads, kernel_size, stride, dilation, strict=True)
     )
     if any(o < 1 for o in out):
-        raise UnsupportedLayerError(f"the kernel {kernel_size} (dilation {dilation}) does not fit the padded input {grid}")
+        raise UnsupportedLayerError(
+            f"the kernel {kernel_size} (dilation {dilation}) does not fit the padded input {grid}"
+        )
     return ConvGeometry(grid, kernel_size, stride, dilation, tuple(b for b, _ in pads), out)
 
 
@@ -140,17 +158,27 @@ def transposed_geometry(
     op = output_padding or (0,) * len(in_size)
     grid = tuple(
         (n - 1) * s - b - a + d * (k - 1) + p + 1
-        for n, (b, a), k, s, d, p in zip(in_size, pads, kernel_size, stride, dilation, op, strict=True)
+        for n, (b, a), k, s, d, p in zip(
+            in_size, pads, kernel_size, stride, dilation, op, strict=True
+        )
     )
     if any(g < 1 for g in grid):
         raise UnsupportedLayerError(f"transposed conv output size {grid} is empty")
-    return ConvGeometry(grid, kernel_size, stride, dilation, tuple(b for b, _ in pads), tuple(in_size))
+    return ConvGeometry(
+        grid, kernel_size, stride, dilation, tuple(b for b, _ in pads), tuple(in_size)
+    )
 
 
 def circular_same_geometry(
-    grid: tuple[int, ...], kernel_size: tuple[int, ...], stride: tuple[int, ...], dilation: tuple[int, ...]
+    grid: tuple[int, ...],
+    kernel_size: tuple[int, ...],
+    stride: tuple[int, ...],
+    dilation: tuple[int, ...],
 ) -> ConvGeometry:
     """The circular operator of MATH.md §1 ("same" pad, any split) on ``grid``; out = ceil(N/s)."""
-    pads = tuple((d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2) for k, d in zip(kernel_size, dilation, strict=True))
+    pads = tuple(
+        (d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2)
+        for k, d in zip(kernel_size, dilation, strict=True)
+    )
     out = tuple(-(-n // s) for n, s in zip(grid, stride, strict=True))
     return ConvGeometry(grid, kernel_size, stride, dilation, tuple(b for b, _ in pads), out)

@@ -46,7 +46,9 @@ def lanczos_sigma_max(
     v = start.reshape(-1).clone()
     nrm = float(v.norm())
     if nrm == 0 or not math.isfinite(nrm):
-        v = torch.randn(v.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(v)
+        v = torch.randn(
+            v.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64
+        ).to(v)
         nrm = float(v.norm())
     v = v / nrm
     q = torch.empty((basis_size + 1, v.numel()), dtype=v.dtype, device=v.device)
@@ -69,7 +71,9 @@ def lanczos_sigma_max(
             invariant = beta <= 1e-14 * max(abs(alpha), 1e-300)
             last = k + 1 == basis_size or products >= max_products
             if (k + 1) % check_every == 0 or last or invariant:
-                evals, evecs = np.linalg.eigh(np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1))
+                evals, evecs = np.linalg.eigh(
+                    np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
+                )
                 theta = float(evals[-1])
                 resid = abs(beta * evecs[-1, -1])
                 # |λ - θ| <= r, and <= r²/gap once the top Ritz value is separated (gap from the
@@ -90,5 +94,10 @@ def lanczos_sigma_max(
     with torch.no_grad():
         lower = float(apply(v.reshape(shape)).norm())
     sigma = math.sqrt(max(theta, 0.0))
-    return LanczosResult(sigma=max(sigma, lower), lower=lower, residual=err / 2, converged=converged,
-                         products=products + 1)
+    return LanczosResult(
+        sigma=max(sigma, lower),
+        lower=lower,
+        residual=err / 2,
+        converged=converged,
+        products=products + 1,
+    )

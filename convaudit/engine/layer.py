@@ -7,6 +7,7 @@ the certified bound the network-level Lipschitz bound multiplies.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from convaudit.engine.geometry import (
     transposed_geometry,
 )
 from convaudit.engine.norms import any_size_norm, check_weight, conv_norm
-from convaudit.engine.results import EngineOptions, LayerSpectrum, NormResult
+from convaudit.engine.results import EngineOptions, LayerSpectrum, NormResult, ProgressCallback
 from convaudit.engine.runtime import Runtime, runtime
 from convaudit.engine.spectrum import circular_spectrum
 from convaudit.errors import UnsupportedLayerError
@@ -43,22 +44,52 @@ def layer_geometry(layer: ConvLayer) -> ConvGeometry | None:
     if layer.input_size is None:
         return None
     if layer.transposed:
-        return transposed_geometry(layer.input_size, layer.kernel_size, layer.stride, layer.dilation,
-                                   layer.padding, layer.output_padding)
-    return forward_geometry(layer.input_size, layer.kernel_size, layer.stride, layer.dilation, layer.padding)
+        return transposed_geometry(
+            layer.input_size,
+            layer.kernel_size,
+            layer.stride,
+            layer.dilation,
+            layer.padding,
+            layer.output_padding,
+        )
+    return forward_geometry(
+        layer.input_size, layer.kernel_size, layer.stride, layer.dilation, layer.padding
+    )
 
 
-def _conv_sigma(layer: ConvLayer, kernel: torch.Tensor, method: str, rt: Runtime, tol: float) -> NormResult:
+def _conv_sigma(
+    layer: ConvLayer, kernel: torch.Tensor, method: str, rt: Runtime, tol: float
+) -> NormResult:
     if layer.transposed and layer.padding_mode != "zeros":
-        raise UnsupportedLayerError(f"{layer.name}: transposed conv with {layer.padding_mode} padding")
+        raise UnsupportedLayerError(
+            f"{layer.name}: transposed conv with {layer.padding_mode} padding"
+        )
     geometry = layer_geometry(layer)
     if geometry is None:
-        return any_size_norm(kernel, stride=layer.stride, dilation=layer.dilation, groups=layer.groups,
-                             pads=layer.padding, mode=layer.padding_mode, rt=rt, tol=tol)
-    return conv_norm(kernel, geometry, groups=layer.groups, mode=layer.padding_mode, method=method, rt=rt, tol=tol)
+        return any_size_norm(
+            kernel,
+            stride=layer.stride,
+            dilation=layer.dilation,
+            groups=layer.groups,
+            pads=layer.padding,
+            mode=layer.padding_mode,
+            rt=rt,
+            tol=tol,
+        )
+    return conv_norm(
+        kernel,
+        geometry,
+        groups=layer.groups,
+        mode=layer.padding_mode,
+        method=method,
+        rt=rt,
+        tol=tol,
+    )
 
 
-def spectrum_work(kernel_shape: tuple[int, ...], grid: tuple[int, ...], stride: tuple[int, ...], groups: int) -> float:
+def spectrum_work(
+    kernel_shape: tuple[int, ...], grid: tuple[int, ...], stride: tuple[int, ...], groups: int
+) -> float:
     """Rough SVD cost (multiply-adds) of the circular spectrum, to decide what is cheap."""
     if all(k == 1 for k in kernel_shape[2:]):
         return 0.0
@@ -68,21 +99,43 @@ def spectrum_work(kernel_shape: tuple[int, ...], grid: tuple[int, ...], stride: 
     return freqs * groups * min(rows, cols) ** 2 * max(rows, cols)
 
 
-def _spectrum(layer: ConvLayer, kernel: torch.Tensor, full: bool, rt: Runtime, progress: object) -> tuple[np.ndarray | None, str | None]:
+def _spectrum(
+    layer: ConvLayer,
+    kernel: torch.Tensor,
+    full: bool,
+    rt: Runtime,
+    progress: ProgressCallback | None,
+) -> tuple[np.ndarray | None, str | None]:
     """The circular spectrum on the layer's grid, or (None, why not)."""
     grid = layer.operator_grid()
     if grid is None:
         return None, "input size unknown: no spectrum"
-    if not full and spectrum_work(tuple(kernel.shape), grid, layer.stride, layer.groups) > CHEAP_SPECTRUM_WORK:
+    if (
+        not full
+        and spectrum_work(tuple(kernel.shape), grid, layer.stride, layer.groups)
+        > CHEAP_SPECTRUM_WORK
+    ):
         return None, "full spectrum skipped (large); request it with full=True"
     if all(n % s == 0 for n, s in zip(grid, layer.stride, strict=True)):
-        sv = circular_spectrum(kernel, grid, stride=layer.stride, dilation=layer.dilation, groups=layer.groups,
-                               rt=rt, progress=progress)  # type: ignore[arg-type]
+        sv = circular_spectrum(
+            kernel,
+            grid,
+            stride=layer.stride,
+            dilation=layer.dilation,
+            groups=layer.groups,
+            rt=rt,
+            progress=progress,
+        )
         return sv, None
     geometry = circular_same_geometry(grid, layer.kernel_size, layer.stride, layer.dilation)
     if dense_fits(tuple(kernel.shape), geometry, layer.groups):
-        return dense_singular_values(kernel, geometry, groups=layer.groups, mode="circular", why=""), None
-    return None, f"stride {layer.stride} does not divide the grid {grid}: no exact circular spectrum"
+        return dense_singular_values(
+            kernel, geometry, groups=layer.groups, mode="circular", why=""
+        ), None
+    return (
+        None,
+        f"stride {layer.stride} does not divide the grid {grid}: no exact circular spectrum",
+    )
 
 
 def analyse_layer(
@@ -105,31 +158,54 @@ def analyse_layer(
     kernel = _kernel(layer, fold_bn, rt)
     folded = fold_bn and layer.bn is not None
     status = check_weight(kernel)
-    base = {"name": layer.name, "kind": layer.kind, "bn_folded": folded}
+    base: dict[str, Any] = {"name": layer.name, "kind": layer.kind, "bn_folded": folded}
     if status == "non-finite":
-        return LayerSpectrum(sigma_max=None, status="non-finite", notes=("weights contain NaN or Inf",), **base)  # type: ignore[arg-type]
+        return LayerSpectrum(
+            sigma_max=None, status="non-finite", notes=("weights contain NaN or Inf",), **base
+        )
     grid = layer.operator_grid()
     if status == "zero":
         zero = NormResult(0.0, 0.0, 0.0, True, "exact", layer.padding_mode, grid, "all-zero kernel")
-        return LayerSpectrum(sigma_max=zero, status="zero", notes=("all-zero kernel",), **base)  # type: ignore[arg-type]
+        return LayerSpectrum(sigma_max=zero, status="zero", notes=("all-zero kernel",), **base)
     sv, why = _spectrum(layer, kernel, full, rt, options.progress)
     if sigma == "none":
         norm = None
-    elif (sv is not None and layer.padding_mode == "circular" and grid is not None
-          and all(n % s == 0 for n, s in zip(grid, layer.stride, strict=True))
-          and (geo := layer_geometry(layer)) is not None and geo.is_circular_exact()):
+    elif (
+        sv is not None
+        and layer.padding_mode == "circular"
+        and grid is not None
+        and all(n % s == 0 for n, s in zip(grid, layer.stride, strict=True))
+        and (geo := layer_geometry(layer)) is not None
+        and geo.is_circular_exact()
+    ):
         top = float(sv[0])
         margin = 16 * max(kernel.shape[0], kernel.shape[1]) * float(torch.finfo(rt.real).eps)
-        norm = NormResult(top, top * (1 - margin), top * (1 + margin), True, "exact", "circular", grid, "fft + svd")
+        norm = NormResult(
+            top,
+            top * (1 - margin),
+            top * (1 + margin),
+            True,
+            "exact",
+            "circular",
+            grid,
+            "fft + svd",
+        )
     else:
         norm = _conv_sigma(layer, kernel, sigma, rt, options.tol)
     notes = () if why is None else (why,)
     if sv is None:
-        return LayerSpectrum(sigma_max=norm, notes=notes, **base)  # type: ignore[arg-type]
-    return LayerSpectrum(sigma_max=norm, notes=notes, **base, **spectrum_stats(sv), spectrum_operator="circular", spectrum_grid=grid)  # type: ignore[arg-type]
+        return LayerSpectrum(sigma_max=norm, notes=notes, **base)
+    return LayerSpectrum(
+        sigma_max=norm,
+        notes=notes,
+        **base,
+        **spectrum_stats(sv),
+        spectrum_operator="circular",
+        spectrum_grid=grid,
+    )
 
 
-def spectrum_stats(sv: np.ndarray) -> dict[str, object]:
+def spectrum_stats(sv: np.ndarray) -> dict[str, Any]:
     top = float(sv[0]) if sv.size else 0.0
     low = float(sv[-1]) if sv.size else 0.0
     return {
@@ -143,16 +219,27 @@ def spectrum_stats(sv: np.ndarray) -> dict[str, object]:
 def _dense_layer(layer: DenseLayer) -> LayerSpectrum:
     w = np.asarray(layer.weight, dtype=np.float64)
     if not np.isfinite(w).all():
-        return LayerSpectrum(layer.name, layer.kind, None, status="non-finite", notes=("weights contain NaN or Inf",))
+        return LayerSpectrum(
+            layer.name, layer.kind, None, status="non-finite", notes=("weights contain NaN or Inf",)
+        )
     sv = np.linalg.svd(w, compute_uv=False) if w.size else np.zeros(0)
     top = float(sv[0]) if sv.size else 0.0
     margin = 16 * max(w.shape) * float(np.finfo(np.float64).eps)
-    norm = NormResult(top, top * (1 - margin), top * (1 + margin), True, "exact", "dense", None, "svd")
+    norm = NormResult(
+        top, top * (1 - margin), top * (1 + margin), True, "exact", "dense", None, "svd"
+    )
     status = "zero" if top == 0 else "ok"
-    return LayerSpectrum(layer.name, layer.kind, norm, status=status, spectrum_operator="dense", **spectrum_stats(sv))  # type: ignore[arg-type]
+    return LayerSpectrum(
+        layer.name, layer.kind, norm, status=status, spectrum_operator="dense", **spectrum_stats(sv)
+    )
 
 
-def layer_upper_bound(layer: ConvLayer | DenseLayer, *, fold_bn: bool = False, options: EngineOptions = EngineOptions()) -> NormResult:
+def layer_upper_bound(
+    layer: ConvLayer | DenseLayer,
+    *,
+    fold_bn: bool = False,
+    options: EngineOptions = EngineOptions(),
+) -> NormResult:
     """A CERTIFIED upper bound on σ_max of the layer's real operator (``.upper``).
 
     NaN/Inf weights raise UnsupportedLayerError: no finite bound exists.
@@ -166,7 +253,18 @@ def layer_upper_bound(layer: ConvLayer | DenseLayer, *, fold_bn: bool = False, o
     kernel = _kernel(layer, fold_bn, rt)
     status = check_weight(kernel)
     if status == "non-finite":
-        raise UnsupportedLayerError(f"{layer.name}: weights contain NaN or Inf", hint="no finite bound exists")
+        raise UnsupportedLayerError(
+            f"{layer.name}: weights contain NaN or Inf", hint="no finite bound exists"
+        )
     if status == "zero":
-        return NormResult(0.0, 0.0, 0.0, True, "exact", layer.padding_mode, layer.operator_grid(), "all-zero kernel")
+        return NormResult(
+            0.0,
+            0.0,
+            0.0,
+            True,
+            "exact",
+            layer.padding_mode,
+            layer.operator_grid(),
+            "all-zero kernel",
+        )
     return _conv_sigma(layer, kernel, "upper-bound", rt, options.tol)

@@ -24,7 +24,7 @@ METHODS = ("exact", "upper-bound")
 
 
 def check_weight(kernel: torch.Tensor) -> str:
-    """"ok", "non-finite" (NaN/Inf anywhere) or "zero" (all zeros)."""
+    """ "ok", "non-finite" (NaN/Inf anywhere) or "zero" (all zeros)."""
     if not bool(torch.isfinite(kernel).all()):
         return "non-finite"
     if not bool(kernel.any()):
@@ -57,34 +57,66 @@ def any_size_norm(
     tol: float,
 ) -> NormResult:
     """The size-independent bound S (times the padding gain for reflect/replicate/circular)."""
-    same = mode == "circular" and all(s == 1 for s in stride) and all(
-        b + a == d * (k - 1) for (b, a), d, k in zip(pads, dilation, kernel.shape[2:], strict=True)
+    same = (
+        mode == "circular"
+        and all(s == 1 for s in stride)
+        and all(
+            b + a == d * (k - 1)
+            for (b, a), d, k in zip(pads, dilation, kernel.shape[2:], strict=True)
+        )
     )
     gain = worst_copy_gain(pads, mode, same_circular=same)
-    lower, upper, alias = size_independent_bound(kernel, stride=stride, dilation=dilation, groups=groups, rt=rt, tol=tol)
+    lower, upper, alias = size_independent_bound(
+        kernel, stride=stride, dilation=dilation, groups=groups, rt=rt, tol=tol
+    )
     where = "x".join(map(str, alias))
     method = f"sup over frequencies, {where} alias grid + Lipschitz slack"
     if gain != 1.0:
         method += f" x padding gain {gain:.4g}"
-    return NormResult(upper * gain, lower, upper * gain, False, "upper-bound", "any-size", None, method)
+    return NormResult(
+        upper * gain, lower, upper * gain, False, "upper-bound", "any-size", None, method
+    )
 
 
-def circular_norm_result(kernel: torch.Tensor, geometry: ConvGeometry, *, groups: int, rt: Runtime, tol: float) -> NormResult:
+def circular_norm_result(
+    kernel: torch.Tensor, geometry: ConvGeometry, *, groups: int, rt: Runtime, tol: float
+) -> NormResult:
     """Exact geometry (out·s = N): the FFT bracket, exact when it closes within tol."""
-    res = circular_sigma_max(kernel, geometry.grid, stride=geometry.stride, dilation=geometry.dilation,
-                             groups=groups, rt=rt, tol=tol)
+    res = circular_sigma_max(
+        kernel,
+        geometry.grid,
+        stride=geometry.stride,
+        dilation=geometry.dilation,
+        groups=groups,
+        rt=rt,
+        tol=tol,
+    )
     exact = res.upper <= res.lower * (1 + tol)
     quantity: Quantity = "exact" if exact else "upper-bound"
     value = res.value if exact else res.upper
-    return NormResult(value, res.lower, res.upper, exact, quantity, "circular", geometry.grid,
-                      "fft + power/gram iteration")
+    return NormResult(
+        value,
+        res.lower,
+        res.upper,
+        exact,
+        quantity,
+        "circular",
+        geometry.grid,
+        "fft + power/gram iteration",
+    )
 
 
-def dense_norm_result(kernel: torch.Tensor, geometry: ConvGeometry, *, groups: int, mode: str, why: str) -> NormResult:
-    sv = dense_singular_values(kernel.to(torch.float64), geometry, groups=groups, mode=mode, why=why)
+def dense_norm_result(
+    kernel: torch.Tensor, geometry: ConvGeometry, *, groups: int, mode: str, why: str
+) -> NormResult:
+    sv = dense_singular_values(
+        kernel.to(torch.float64), geometry, groups=groups, mode=mode, why=why
+    )
     top = float(sv[0]) if sv.size else 0.0
     margin = 16 * max(sv.size, 1) * float(np.finfo(np.float64).eps)
-    return NormResult(top, top * (1 - margin), top * (1 + margin), True, "exact", mode, geometry.grid, "dense SVD")
+    return NormResult(
+        top, top * (1 - margin), top * (1 + margin), True, "exact", mode, geometry.grid, "dense SVD"
+    )
 
 
 def conv_norm(
@@ -99,11 +131,20 @@ def conv_norm(
 ) -> NormResult:
     """σ_max of the operator described by (kernel, geometry, padding mode)."""
     if method not in METHODS:
-        raise UnsupportedLayerError(f"unknown method {method!r}", hint="use 'exact' or 'upper-bound'")
+        raise UnsupportedLayerError(
+            f"unknown method {method!r}", hint="use 'exact' or 'upper-bound'"
+        )
     if mode == "circular":
         if geometry.is_circular_exact():
             return circular_norm_result(kernel, geometry, groups=groups, rt=rt, tol=tol)
         if dense_fits(tuple(kernel.shape), geometry, groups):
-            return dense_norm_result(kernel, geometry, groups=groups, mode=mode,
-                                     why="circular padding outside the exact FFT geometry")
-    return padded_sigma_max(kernel, geometry, groups=groups, mode=mode, rt=rt, tol=tol, exact=method == "exact")
+            return dense_norm_result(
+                kernel,
+                geometry,
+                groups=groups,
+                mode=mode,
+                why="circular padding outside the exact FFT geometry",
+            )
+    return padded_sigma_max(
+        kernel, geometry, groups=groups, mode=mode, rt=rt, tol=tol, exact=method == "exact"
+    )

@@ -18,11 +18,15 @@ from convaudit.errors import UnsupportedLayerError
 
 _CONV: dict[int, Callable[..., torch.Tensor]] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T: dict[int, Callable[..., torch.Tensor]] = {
-    1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d,
+    1: F.conv_transpose1d,
+    2: F.conv_transpose2d,
+    3: F.conv_transpose3d,
 }
 
 
-def pad_index(n: int, before: int, length: int, mode: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+def pad_index(
+    n: int, before: int, length: int, mode: str, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Source index for padded positions ``-before .. length-before-1`` and (zeros) a validity mask."""
     pos = torch.arange(length, device=device) - before
     if mode == "zeros":
@@ -34,7 +38,9 @@ def pad_index(n: int, before: int, length: int, mode: str, device: torch.device)
         return pos.clamp(0, n - 1), None
     if mode == "reflect":
         if n == 1 or pos.min() < -(n - 1) or pos.max() > 2 * (n - 1):
-            raise UnsupportedLayerError(f"reflect padding wider than the input ({n} positions) is undefined")
+            raise UnsupportedLayerError(
+                f"reflect padding wider than the input ({n} positions) is undefined"
+            )
         pos = pos.abs()
         return torch.where(pos > n - 1, 2 * (n - 1) - pos, pos), None
     raise UnsupportedLayerError(f"unknown padding mode {mode!r}")
@@ -43,7 +49,9 @@ def pad_index(n: int, before: int, length: int, mode: str, device: torch.device)
 class PaddedConv:
     """x ``(B, c_in, *grid)`` -> y ``(B, c_out, *out_size)`` exactly as the layer computes it."""
 
-    def __init__(self, kernel: torch.Tensor, geometry: ConvGeometry, *, groups: int, mode: str) -> None:
+    def __init__(
+        self, kernel: torch.Tensor, geometry: ConvGeometry, *, groups: int, mode: str
+    ) -> None:
         self.kernel = kernel
         self.geometry = geometry
         self.groups = groups
@@ -66,7 +74,9 @@ class PaddedConv:
     def _zero_pads(self) -> list[int]:
         """F.pad's flat (last axis first) pads for zeros mode; negative 'after' crops."""
         flat: list[int] = []
-        for t, after in zip(reversed(self.geometry.before), reversed(self.geometry.after), strict=True):
+        for t, after in zip(
+            reversed(self.geometry.before), reversed(self.geometry.after), strict=True
+        ):
             flat += [t, after]
         return flat
 
@@ -75,7 +85,9 @@ class PaddedConv:
             # A plain constant pad (negative = crop) is much cheaper than gathering.
             x = F.pad(x, self._zero_pads())
             g = self.geometry
-            return _CONV[self.nd](x, self.kernel, stride=g.stride, dilation=g.dilation, groups=self.groups)
+            return _CONV[self.nd](
+                x, self.kernel, stride=g.stride, dilation=g.dilation, groups=self.groups
+            )
         for ax, (idx, valid) in enumerate(self._index):
             dim = 2 + ax
             x = x.index_select(dim, idx)
@@ -84,13 +96,17 @@ class PaddedConv:
                 shape[dim] = -1
                 x = x * valid.reshape(shape).to(x.dtype)
         g = self.geometry
-        return _CONV[self.nd](x, self.kernel, stride=g.stride, dilation=g.dilation, groups=self.groups)
+        return _CONV[self.nd](
+            x, self.kernel, stride=g.stride, dilation=g.dilation, groups=self.groups
+        )
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """Aᵀy for a batch y: the transposed conv (its output is exactly the cropped padded
         length, so no output_padding), then the padding's transpose, a scatter-add per axis."""
         g = self.geometry
-        z = _CONV_T[self.nd](y, self.kernel, stride=g.stride, dilation=g.dilation, groups=self.groups)
+        z = _CONV_T[self.nd](
+            y, self.kernel, stride=g.stride, dilation=g.dilation, groups=self.groups
+        )
         if self.mode == "zeros":
             return F.pad(z, [-p for p in self._zero_pads()])
         for ax, (idx, valid) in enumerate(self._index):

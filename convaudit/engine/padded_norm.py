@@ -48,7 +48,9 @@ def bound_grid(geometry: ConvGeometry, mode: str) -> tuple[tuple[int, ...], floa
     return grid, copy_gain(geometry, mode)
 
 
-def warm_start(norm: CircularNorm, big_grid: tuple[int, ...], geometry: ConvGeometry, c_in: int, groups: int) -> torch.Tensor:
+def warm_start(
+    norm: CircularNorm, big_grid: tuple[int, ...], geometry: ConvGeometry, c_in: int, groups: int
+) -> torch.Tensor:
     """The circular top right singular vector on ``big_grid`` as a real image on the layer's
     grid: x[c, p] = Re Σ_l conj(v[c, l])·exp(2πi·u_l·(p + t)/N). Both bounding operators
     (zeros: data at 0..H-1 read with shift t; others: padded tensor read with shift 0, data at
@@ -58,10 +60,17 @@ def warm_start(norm: CircularNorm, big_grid: tuple[int, ...], geometry: ConvGeom
     c_in_g = c_in // groups
     n_alias = math.prod(stride)
     v = norm.vector.reshape(c_in_g, n_alias)
-    ls = np.stack(np.meshgrid(*[np.arange(s) for s in stride], indexing="ij"), -1).reshape(n_alias, -1)
+    ls = np.stack(np.meshgrid(*[np.arange(s) for s in stride], indexing="ij"), -1).reshape(
+        n_alias, -1
+    )
     u = np.asarray(norm.frequency)[None, :] + ls * np.asarray(alias)[None, :]  # (L, nd)
-    coords = np.meshgrid(*[np.arange(n) + t for n, t in zip(geometry.grid, geometry.before, strict=True)], indexing="ij")
-    phase_arg = sum(u[:, ax, None] * coords[ax].reshape(1, -1) / big_grid[ax] for ax in range(len(big_grid)))
+    coords = np.meshgrid(
+        *[np.arange(n) + t for n, t in zip(geometry.grid, geometry.before, strict=True)],
+        indexing="ij",
+    )
+    phase_arg = sum(
+        u[:, ax, None] * coords[ax].reshape(1, -1) / big_grid[ax] for ax in range(len(big_grid))
+    )
     waves = np.exp(2j * np.pi * phase_arg)  # (L, P)
     image = np.real(np.conj(v) @ waves)  # (c_in_g, P)
     x = np.zeros((c_in, image.shape[1]))
@@ -81,9 +90,19 @@ def padded_sigma_max(
 ) -> NormResult:
     """Certified bracket (and, with ``exact``, the converged value) of σ_max of the real operator."""
     grid_n, gain = bound_grid(geometry, mode)
-    circ = circular_sigma_max(kernel, grid_n, stride=geometry.stride, dilation=geometry.dilation, groups=groups, rt=rt, tol=tol)
+    circ = circular_sigma_max(
+        kernel,
+        grid_n,
+        stride=geometry.stride,
+        dilation=geometry.dilation,
+        groups=groups,
+        rt=rt,
+        tol=tol,
+    )
     upper = circ.upper * gain
-    method = f"circular bound on {'x'.join(map(str, grid_n))}" + (f" x padding gain {gain:.4g}" if gain != 1 else "")
+    method = f"circular bound on {'x'.join(map(str, grid_n))}" + (
+        f" x padding gain {gain:.4g}" if gain != 1 else ""
+    )
     if not exact:
         return NormResult(upper, 0.0, upper, False, "upper-bound", mode, geometry.grid, method)
     op = PaddedConv(kernel.to(torch.float64), geometry, groups=groups, mode=mode)
@@ -97,5 +116,14 @@ def padded_sigma_max(
     converged = res.converged or upper <= lower * (1 + tol)
     value = min(res.sigma, upper) if converged else upper
     quantity: Quantity = "exact" if converged else "upper-bound"
-    return NormResult(value, lower, upper, converged, quantity, mode, geometry.grid,
-                      f"lanczos ({res.products} products); upper: {method}", iterations=res.products)
+    return NormResult(
+        value,
+        lower,
+        upper,
+        converged,
+        quantity,
+        mode,
+        geometry.grid,
+        f"lanczos ({res.products} products); upper: {method}",
+        iterations=res.products,
+    )

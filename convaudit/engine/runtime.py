@@ -50,11 +50,15 @@ def runtime(options: EngineOptions) -> Runtime:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device cuda was requested but torch sees no CUDA device", hint="use cpu or auto")
+        raise ConfigError(
+            "device cuda was requested but torch sees no CUDA device", hint="use cpu or auto"
+        )
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"unknown device {options.device!r}", hint="use cpu, cuda or auto") from None
+        raise ConfigError(
+            f"unknown device {options.device!r}", hint="use cpu, cuda or auto"
+        ) from None
     real = torch.float64 if options.dtype == "float64" else torch.float32
     cplx = torch.complex128 if real == torch.float64 else torch.complex64
     budget = options.max_memory if options.max_memory is not None else total_memory() // 4

@@ -6,7 +6,6 @@ over frequency chunks sized to the memory budget, CPU worker threads or one CUDA
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -17,7 +16,9 @@ from convaudit.engine.results import ProgressCallback
 from convaudit.engine.runtime import Runtime, chunk_size, chunks, run_chunks, single_threaded_blas
 
 
-def pointwise_spectrum(kernel: torch.Tensor, grid: tuple[int, ...], stride: tuple[int, ...], groups: int) -> np.ndarray:
+def pointwise_spectrum(
+    kernel: torch.Tensor, grid: tuple[int, ...], stride: tuple[int, ...], groups: int
+) -> np.ndarray:
     """1×1 kernel: B(m) = (1/√P)[W, ..., W] at every alias frequency, so σ(B) = σ(W) plus
     ``min(c_out/g, P·c_in/g) - min(c_out/g, c_in/g)`` zeros, each repeated prod(N/s) times."""
     c_out, c_in_g = kernel.shape[:2]
@@ -54,7 +55,9 @@ def circular_spectrum(
 
         check_exact_geometry(grid, stride)
         return pointwise_spectrum(kernel, grid, stride, groups)
-    values, weights = frequency_svdvals(kernel, grid, stride=stride, dilation=dilation, groups=groups, rt=rt, progress=progress)
+    values, weights = frequency_svdvals(
+        kernel, grid, stride=stride, dilation=dilation, groups=groups, rt=rt, progress=progress
+    )
     out = np.repeat(values.reshape(len(weights), -1), weights, axis=0).reshape(-1)
     out = np.sort(out)[::-1]
     return np.ascontiguousarray(out)
@@ -80,7 +83,9 @@ def frequency_svdvals(
     on_cpu = rt.device.type == "cpu"
 
     def work(part: slice) -> np.ndarray:
-        blocks = frequency_block(taps, shape, freqs[part], grid, stride=stride, dilation=dilation, groups=groups)
+        blocks = frequency_block(
+            taps, shape, freqs[part], grid, stride=stride, dilation=dilation, groups=groups
+        )
         if on_cpu:
             # numpy's LAPACK (OpenBLAS, one thread per worker) measured 1.2-1.7x faster than
             # torch's MKL build on these batched small complex SVDs; same gesdd algorithm.

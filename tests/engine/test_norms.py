@@ -15,15 +15,25 @@ TOL = 1e-9  # rounding slack when comparing certified bounds with the dense trut
 
 
 def truth(kernel, grid, stride, dilation, groups, pads, mode="zeros"):
-    return dense_singular_values(kernel, grid, stride=stride, padding=pads, dilation=dilation, groups=groups,
-                                 padding_mode=mode)[0]
+    return dense_singular_values(
+        kernel,
+        grid,
+        stride=stride,
+        padding=pads,
+        dilation=dilation,
+        groups=groups,
+        padding_mode=mode,
+    )[0]
 
 
 def fits(kernel, grid, dilation, pads):
-    return all(n + b + a >= d * (k - 1) + 1 for n, (b, a), d, k in zip(grid, pads, dilation, kernel.shape[2:], strict=True))
+    return all(
+        n + b + a >= d * (k - 1) + 1
+        for n, (b, a), d, k in zip(grid, pads, dilation, kernel.shape[2:], strict=True)
+    )
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(padded_cases())
 def test_zero_padding_exact_sigma_max(case):
     kernel, grid, stride, dilation, groups, pads = case
@@ -41,11 +51,20 @@ def test_zero_padding_exact_sigma_max(case):
 @given(padded_cases(), st.sampled_from(["reflect", "replicate"]))
 def test_reflect_replicate_exact_and_certified(case, mode):
     kernel, grid, stride, dilation, groups, pads = case
-    if not fits(kernel, grid, dilation, pads) or any(max(p) >= n for p, n in zip(pads, grid, strict=True)):
+    if not fits(kernel, grid, dilation, pads) or any(
+        max(p) >= n for p, n in zip(pads, grid, strict=True)
+    ):
         return
     want = truth(kernel, grid, stride, dilation, groups, pads, mode)
-    res = operator_norm(kernel, grid, stride=stride, padding=pads, dilation=dilation, groups=groups,
-                        padding_mode=mode)
+    res = operator_norm(
+        kernel,
+        grid,
+        stride=stride,
+        padding=pads,
+        dilation=dilation,
+        groups=groups,
+        padding_mode=mode,
+    )
     assert res.lower <= want * (1 + TOL) <= res.upper * (1 + 2 * TOL)
     assert res.exact
     assert abs(res.value - want) <= 1e-6 * want
@@ -58,21 +77,35 @@ def test_cheap_upper_bound_is_never_below_truth(case):
     if not fits(kernel, grid, dilation, pads):
         return
     want = truth(kernel, grid, stride, dilation, groups, pads)
-    res = operator_norm(kernel, grid, stride=stride, padding=pads, dilation=dilation, groups=groups,
-                        method="upper-bound")
+    res = operator_norm(
+        kernel,
+        grid,
+        stride=stride,
+        padding=pads,
+        dilation=dilation,
+        groups=groups,
+        method="upper-bound",
+    )
     assert res.quantity == "upper-bound" and res.value == res.upper
     assert res.upper >= want * (1 - TOL)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(conv_cases(max_dims=2, strided=True))
 def test_size_independent_bound_covers_every_size(case):
     kernel, grid, stride, dilation, groups = case
-    res = operator_norm(kernel, None, stride=stride, padding="valid", dilation=dilation, groups=groups)
+    res = operator_norm(
+        kernel, None, stride=stride, padding="valid", dilation=dilation, groups=groups
+    )
     assert res.grid is None and res.operator == "any-size" and not res.exact
-    circ = circular_singular_values(kernel, grid, stride=stride, dilation=dilation, groups=groups)[0]
+    circ = circular_singular_values(kernel, grid, stride=stride, dilation=dilation, groups=groups)[
+        0
+    ]
     assert res.upper >= circ * (1 - TOL)
-    same = tuple((d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2) for d, k in zip(dilation, kernel.shape[2:], strict=True))
+    same = tuple(
+        (d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2)
+        for d, k in zip(dilation, kernel.shape[2:], strict=True)
+    )
     if fits(kernel, grid, dilation, same):
         assert res.upper >= truth(kernel, grid, stride, dilation, groups, same) * (1 - TOL)
 
@@ -85,7 +118,11 @@ def test_circular_layer_exact_by_fft_and_dense_outside_exact_geometry():
     assert abs(res.value - want) <= 1e-10 * want
     # pad 2 on a 3x3 kernel: not "same", rows are duplicated -> dense operator, exact
     res = operator_norm(kernel, (5, 5), padding=2, padding_mode="circular")
-    assert res.exact and abs(res.value - truth(kernel, (5, 5), (1, 1), (1, 1), 1, ((2, 2), (2, 2)), "circular")) <= 1e-10 * res.value
+    assert (
+        res.exact
+        and abs(res.value - truth(kernel, (5, 5), (1, 1), (1, 1), 1, ((2, 2), (2, 2)), "circular"))
+        <= 1e-10 * res.value
+    )
 
 
 def test_circular_on_own_grid_is_not_an_upper_bound_for_zero_padding():
@@ -99,9 +136,18 @@ def test_circular_on_own_grid_is_not_an_upper_bound_for_zero_padding():
 def test_transposed_padded_matches_dense():
     kernel = np.random.default_rng(7).standard_normal((3, 2, 3, 3))  # (c_in, c_out/g, k, k)
     for stride, pad, out_pad in [(1, 1, 0), (2, 1, 1), (2, 0, 0), (3, 1, 2)]:
-        want = dense_singular_values(kernel, (4, 5), stride=stride, padding=(pad, pad), dilation=1,
-                                     transposed=True, output_padding=out_pad)[0]
-        res = operator_norm(kernel, (4, 5), stride=stride, padding=pad, transposed=True, output_padding=out_pad)
+        want = dense_singular_values(
+            kernel,
+            (4, 5),
+            stride=stride,
+            padding=(pad, pad),
+            dilation=1,
+            transposed=True,
+            output_padding=out_pad,
+        )[0]
+        res = operator_norm(
+            kernel, (4, 5), stride=stride, padding=pad, transposed=True, output_padding=out_pad
+        )
         assert res.lower <= want * (1 + TOL) and res.upper >= want * (1 - TOL)
         assert res.exact and abs(res.value - want) <= 1e-6 * want
 
