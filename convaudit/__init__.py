@@ -41,7 +41,9 @@ def load(
     """Read a model file (ONNX, PyTorch or Keras, detected from its content) into the IR."""
     from convaudit.loaders import LoadOptions, load_model
 
-    options = LoadOptions(input_shapes=dict(input_shapes or {}), trust_pickle=trust_pickle, arch=arch)
+    options = LoadOptions(
+        input_shapes=dict(input_shapes or {}), trust_pickle=trust_pickle, arch=arch
+    )
     return load_model(path, options)
 
 

@@ -60,7 +60,9 @@ class BatchNormParams:
     @property
     def scale(self) -> np.ndarray:
         """Per-channel multiplier gamma / sqrt(var + eps) (float64)."""
-        return np.asarray(self.gamma, np.float64) / np.sqrt(np.asarray(self.var, np.float64) + self.eps)
+        return np.asarray(self.gamma, np.float64) / np.sqrt(
+            np.asarray(self.var, np.float64) + self.eps
+        )
 
 
 @dataclass(frozen=True)
@@ -95,11 +97,17 @@ class ConvLayer:
         nd = self.kernel.ndim - 2
         if nd not in (1, 2, 3):
             raise ValueError(f"{self.name}: kernel must have 3 to 5 dims, got {self.kernel.shape}")
-        for label, value in (("stride", self.stride), ("dilation", self.dilation), ("padding", self.padding)):
+        for label, value in (
+            ("stride", self.stride),
+            ("dilation", self.dilation),
+            ("padding", self.padding),
+        ):
             if len(value) != nd:
                 raise ValueError(f"{self.name}: {label} {value} does not match {nd} spatial dims")
         if self.input_size is not None and len(self.input_size) != nd:
-            raise ValueError(f"{self.name}: input_size {self.input_size} does not match {nd} spatial dims")
+            raise ValueError(
+                f"{self.name}: input_size {self.input_size} does not match {nd} spatial dims"
+            )
 
     @property
     def spatial_dims(self) -> int:
@@ -154,7 +162,7 @@ class ConvLayer:
             g = self.groups
             per = k.shape[1]
             idx = np.arange(k.shape[0]) // (k.shape[0] // g)
-            cols = (idx[:, None] * per + np.arange(per)[None, :])
+            cols = idx[:, None] * per + np.arange(per)[None, :]
             return k * scale[cols].reshape(k.shape[0], per, *([1] * (k.ndim - 2)))
         return k * scale.reshape(-1, *([1] * (k.ndim - 1)))
 
@@ -255,7 +263,9 @@ class ModelIR:
         raise KeyError(name)
 
 
-def normalize_tuple(value: int | tuple[int, ...] | list[int], nd: int, label: str) -> tuple[int, ...]:
+def normalize_tuple(
+    value: int | tuple[int, ...] | list[int], nd: int, label: str
+) -> tuple[int, ...]:
     """Expand an int to nd copies; check a sequence has nd entries."""
     if isinstance(value, (int, np.integer)):
         return (int(value),) * nd

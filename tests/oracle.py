@@ -32,8 +32,15 @@ def apply_conv(
     nd = w.ndim - 2
     if transposed:
         pad = tuple(int(p) for p in padding)
-        return _CONV_T[nd](x, w, stride=stride, padding=pad, output_padding=output_padding,
-                           groups=groups, dilation=dilation)
+        return _CONV_T[nd](
+            x,
+            w,
+            stride=stride,
+            padding=pad,
+            output_padding=output_padding,
+            groups=groups,
+            dilation=dilation,
+        )
     flat: list[int] = []
     for before, after in reversed(list(padding)):
         flat += [int(before), int(after)]
@@ -56,13 +63,18 @@ def dense_matrix(weight: np.ndarray, input_size: tuple[int, ...], **geometry) ->
     return out.reshape(n_in, -1).T.numpy()
 
 
-def dense_singular_values(weight: np.ndarray, input_size: tuple[int, ...], **geometry) -> np.ndarray:
+def dense_singular_values(
+    weight: np.ndarray, input_size: tuple[int, ...], **geometry
+) -> np.ndarray:
     return np.linalg.svd(dense_matrix(weight, input_size, **geometry), compute_uv=False)
 
 
 def circular_pads(kernel_size, dilation) -> tuple[tuple[int, int], ...]:
     """'same' circular padding: total d(k-1) per axis (offset is a shift; any split works)."""
-    return tuple((d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2) for k, d in zip(kernel_size, dilation))
+    return tuple(
+        (d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2)
+        for k, d in zip(kernel_size, dilation, strict=True)
+    )
 
 
 def circular_singular_values(weight, grid, *, stride, dilation, groups=1) -> np.ndarray:
@@ -77,10 +89,10 @@ def circular_singular_values(weight, grid, *, stride, dilation, groups=1) -> np.
     c_in = w.shape[1] * groups
     n_in = c_in * int(np.prod(grid))
     basis = torch.eye(n_in, dtype=torch.float64).reshape(n_in, c_in, *grid)
-    reps = [1, 1] + [1 + 2 * (-(-max(p) // n)) for p, n in zip(pads, grid)]
+    reps = [1, 1] + [1 + 2 * (-(-max(p) // n)) for p, n in zip(pads, grid, strict=True)]
     tiled = basis.repeat(*reps)
     index = [slice(None), slice(None)]
-    for (before, after), n, r in zip(pads, grid, reps[2:]):
+    for (before, after), n, r in zip(pads, grid, reps[2:], strict=True):
         start = (r // 2) * n - before
         index.append(slice(start, start + n + before + after))
     x = tiled[tuple(index)]

@@ -27,13 +27,28 @@ def parse_input_shapes(values: list[str] | None) -> dict[str, tuple[int, ...]]:
                 hint="write it as NAME=1,3,224,224",
             )
         if name in shapes and shapes[name] != shape:
-            raise InputShapeError(f"--input-shape gives two different shapes for {name or 'the input'!r}")
+            raise InputShapeError(
+                f"--input-shape gives two different shapes for {name or 'the input'!r}"
+            )
         shapes[name] = shape
     return shapes
 
 
-_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2,
-          "mib": 1024**2, "g": 1024**3, "gb": 1024**3, "gib": 1024**3, "t": 1024**4, "tb": 1024**4}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1024,
+    "kib": 1024,
+    "m": 1024**2,
+    "mb": 1024**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gb": 1024**3,
+    "gib": 1024**3,
+    "t": 1024**4,
+    "tb": 1024**4,
+}
 
 
 def parse_bytes(text: str) -> int:
@@ -51,7 +66,10 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was requested but torch sees no CUDA device", hint="use --device cpu or auto")
+        raise ConfigError(
+            "--device cuda was requested but torch sees no CUDA device",
+            hint="use --device cpu or auto",
+        )
     if device != "cpu" and not device.startswith("cuda"):
         raise ConfigError(f"unknown device {device!r}", hint="use auto, cpu or cuda")
     return device

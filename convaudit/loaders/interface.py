@@ -44,9 +44,7 @@ class Loader(ABC):
         """Read the file into the IR. Raise ModelFileError / InputShapeError on bad input."""
 
     @abstractmethod
-    def write_kernels(
-        self, ir: ModelIR, dest: Path, updates: Mapping[str, np.ndarray]
-    ) -> None:
+    def write_kernels(self, ir: ModelIR, dest: Path, updates: Mapping[str, np.ndarray]) -> None:
         """Write a copy of ``ir.path`` to ``dest`` with the kernels of the named layers replaced.
 
         ``updates`` maps layer name -> new kernel in the canonical layout of that layer
