@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from convaudit.engine.results import EngineOptions, LayerSpectrum
-from convaudit.errors import ConfigError, UnsupportedLayerError
+from convaudit.errors import ConfigError, ModelFileError, UnsupportedLayerError
 from convaudit.ir import ConvLayer, Layer, ModelIR, SkippedLayer
 
 #: progress(done_layers, total_layers, layer_name)
@@ -150,6 +150,19 @@ def select_layers(
             hint=f"layer names look like: {names}" if names else "the model has no conv layers",
         )
     return layers, skipped
+
+
+def require_convs(ir: ModelIR, *, dense_suffices: bool = False) -> None:
+    """Refuse a model with nothing to audit: no conv layer, found or skipped (with
+    ``dense_suffices``, a model of dense layers only passes)."""
+    dense = sum(not isinstance(layer, ConvLayer) for layer in ir.layers)
+    if len(ir.layers) > dense or ir.skipped or (dense_suffices and dense):
+        return
+    found = f"only {dense} dense layer{'s' if dense != 1 else ''}" if dense else "no layers"
+    raise ModelFileError(
+        f"no convolution layers found in {ir.path} ({found})",
+        hint=f"`convaudit layers {ir.path}` lists what was read; is this the model you meant?",
+    )
 
 
 def analyse(

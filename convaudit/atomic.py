@@ -25,7 +25,11 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def check_destination(
-    dest: str | os.PathLike[str], *, overwrite: bool, protect: Iterable[str | os.PathLike[str]] = ()
+    dest: str | os.PathLike[str],
+    *,
+    overwrite: bool,
+    protect: Iterable[str | os.PathLike[str]] = (),
+    protect_hint: str = "choose another output path (-o), or pass --in-place to replace the input",
 ) -> Path:
     """Refuse to clobber an existing file unless asked; fail early on a bad folder.
 
@@ -36,8 +40,7 @@ def check_destination(
     for keep in protect:
         if _same_file(path, Path(keep)):
             raise OutputError(
-                f"refusing to overwrite the input {path}",
-                hint="choose another output path (-o), or pass --in-place to replace the input",
+                f"refusing to overwrite the input {path}", hint=protect_hint
             )
     if path.is_dir():
         raise OutputError(f"cannot write {path}: it is a folder", hint="give a file name")

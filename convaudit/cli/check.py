@@ -16,7 +16,7 @@ from typing import Any
 import typer
 
 from convaudit import __version__
-from convaudit.analysis import AnalysisOptions
+from convaudit.analysis import AnalysisOptions, require_convs
 from convaudit.atomic import check_destination
 from convaudit.audit import AuditOptions, audit_model
 from convaudit.baseline import Baseline, model_key, read_baseline, write_baseline
@@ -25,6 +25,7 @@ from convaudit.cli.layers import (
     ARCH,
     FORCE,
     INPUT_SHAPE,
+    NOT_AN_INPUT,
     OUTPUT,
     TRUST_PICKLE,
     emit,
@@ -98,6 +99,8 @@ def run_check(
         input_shapes=parse_input_shapes(shapes),
     )
     irs = load_irs([Path(m) for m in settings.models], shapes, trust_pickle, arch)
+    for ir in irs:
+        require_convs(ir, dense_suffices=True)  # an MLP's Lipschitz bound is still a check
     show = not quiet and settings.format == "table" and stderr_is_tty()
     checks: list[ModelCheck] = []
     with LazyProgress("checking", enabled=show) as progress:
@@ -226,7 +229,13 @@ def check(
         extra = tuple(parse_override(text) for text in override)
         settings = dataclasses.replace(settings, overrides=settings.overrides + extra)
     if output is not None:
-        check_destination(output, overwrite=force)
+        check_destination(
+            output, overwrite=force, protect=settings.models, protect_hint=NOT_AN_INPUT
+        )
+    if write_baseline_to is not None:  # replacing an old baseline is the point; a model never
+        check_destination(
+            write_baseline_to, overwrite=True, protect=settings.models, protect_hint=NOT_AN_INPUT
+        )
     result = run_check(
         settings,
         write_to=write_baseline_to,

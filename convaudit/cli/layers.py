@@ -15,6 +15,9 @@ from convaudit.cli.options import parse_input_shapes
 from convaudit.ir import ModelIR
 from convaudit.loaders.interface import LoadOptions
 
+#: hint when -o (or another output) names one of the input models: a report never replaces one
+NOT_AN_INPUT = "choose another output path; a report never replaces an input model"
+
 # Options shared with `spectrum` (defined once so help texts stay in step).
 INPUT_SHAPE = typer.Option(
     None,
@@ -89,7 +92,7 @@ def layers(
     by eye before trusting the numbers.
     """
     if output is not None:
-        check_destination(output, overwrite=force)
+        check_destination(output, overwrite=force, protect=models, protect_hint=NOT_AN_INPUT)
     irs = load_irs(models, input_shape, trust_pickle, arch)
     if fmt is LayersFormat.JSON:
         from convaudit.report.json import render_layers_json

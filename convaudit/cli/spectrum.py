@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from convaudit.analysis import AnalysisOptions, ModelReport, analyse
+from convaudit.analysis import AnalysisOptions, ModelReport, analyse, require_convs
 from convaudit.atomic import atomic_open, check_destination
 from convaudit.cli.app import command
 from convaudit.cli.layers import (
     ARCH,
     FORCE,
     INPUT_SHAPE,
+    NOT_AN_INPUT,
     OUTPUT,
     TRUST_PICKLE,
     emit,
@@ -124,7 +125,7 @@ def spectrum(
     # Fail on every bad option before the (possibly long) computation.
     for dest in (output, spectra_file, plot):
         if dest is not None:
-            check_destination(dest, overwrite=force)
+            check_destination(dest, overwrite=force, protect=models, protect_hint=NOT_AN_INPUT)
     if plot is not None:
         from convaudit.report.plot import plot_format, require_matplotlib
 
@@ -140,6 +141,8 @@ def spectrum(
         max_memory=None if max_memory is None else parse_bytes(max_memory),
     )
     irs = load_irs(models, input_shape, trust_pickle, arch)
+    for ir in irs:
+        require_convs(ir)  # before computing anything
 
     show_progress = not quiet and not fmt.machine and stderr_is_tty()
     reports: list[ModelReport] = []

@@ -32,7 +32,7 @@ from convaudit.loaders.interface import Loader, LoadOptions
 from convaudit.loaders.keras_build import NO_CONFIG_NOTE, build_with_config, build_without_config
 from convaudit.loaders.keras_config import KModel, UnsupportedModelConfig, parse_model_config
 from convaudit.loaders.keras_layers import Context
-from convaudit.loaders.safety import check_zip
+from convaudit.loaders.safety import hdf5_errors, open_zip, read_zip_member
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 WEIGHTS_MEMBER = "model.weights.h5"
@@ -71,17 +71,14 @@ def open_keras(path: Path) -> Iterator[_Opened]:
             raise ModelFileError(
                 f"cannot read {path}: truncated or corrupt HDF5 file ({exc})"
             ) from None
-        with h5:
+        # h5py reports damage lazily, on whichever read meets it first: every read made while
+        # the file is open (here and in the caller's body) goes through hdf5_errors.
+        with h5, hdf5_errors(path):
             config = h5.attrs.get("model_config")
             version = kh5.text(h5.attrs.get("keras_version", "?"))
             yield _Opened(path, h5, path.stat().st_size, config, "h5", version)
         return
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ModelFileError(f"cannot read {path}: corrupt .keras zip archive ({exc})") from None
-    with zf:
-        check_zip(path, zf)
+    with open_zip(path) as zf:
         names = set(zf.namelist())
         if CONFIG_MEMBER not in names or WEIGHTS_MEMBER not in names:
             sharded = "model.weights.json" in names
@@ -89,21 +86,16 @@ def open_keras(path: Path) -> Iterator[_Opened]:
                 f"cannot read {path}: a .keras archive needs {CONFIG_MEMBER} and {WEIGHTS_MEMBER}"
                 + (" (sharded weights are not supported)" if sharded else ""),
             )
-        try:
-            config = zf.read(CONFIG_MEMBER)
-            data = zf.read(WEIGHTS_MEMBER)
-            meta = zf.read("metadata.json") if "metadata.json" in names else b"{}"
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise ModelFileError(
-                f"cannot read {path}: corrupt .keras archive member ({exc})"
-            ) from None
+        config = read_zip_member(path, zf, CONFIG_MEMBER)
+        data = read_zip_member(path, zf, WEIGHTS_MEMBER)
+        meta = read_zip_member(path, zf, "metadata.json") if "metadata.json" in names else b"{}"
     try:
         h5 = h5py.File(io.BytesIO(data), "r")
     except OSError as exc:
         raise ModelFileError(
             f"cannot read {path}: {WEIGHTS_MEMBER} is not a valid HDF5 file ({exc})"
         ) from None
-    with h5:
+    with h5, hdf5_errors(path, WEIGHTS_MEMBER):
         yield _Opened(path, h5, len(data), config, "keras-zip", _meta_version(meta))
 
 
@@ -128,7 +120,7 @@ class KerasLoader(Loader):
         try:
             with zipfile.ZipFile(path) as zf:
                 names = set(zf.namelist())
-        except (zipfile.BadZipFile, OSError):
+        except (zipfile.BadZipFile, OSError, ValueError):  # ValueError: member name not UTF-8
             return False
         return CONFIG_MEMBER in names and WEIGHTS_MEMBER in names
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from convaudit.errors import ModelFileError, UntrustedPickleError
-from convaudit.loaders.safety import check_declared_bytes, check_zip
+from convaudit.loaders.safety import check_declared_bytes, open_zip
 
 #: torch.save's legacy format: pickle protocol 2, then the pickled long 0x1950a86a20f9469cfc6c
 LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
@@ -87,6 +87,7 @@ def reason(exc: BaseException) -> str:
         text = text.split("WeightsUnpickler error:", 1)[1]
     elif "TorchScript interpreter" in text and "Error:" in text:  # the cause comes last
         text = text.rsplit("Error:", 1)[1]
+    text = text.split("(Could this error message be improved?", 1)[0]  # c10 boilerplate
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return (lines[0] if lines else type(exc).__name__)[:200]
 
@@ -114,16 +115,10 @@ def untrusted(path: Path, *, new_protocol: bool = False) -> UntrustedPickleError
 
 def check_zip_file(path: Path) -> None:
     """Refuse zip bombs and truncated members before torch extracts anything."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            check_zip(path, zf)
-            size = path.stat().st_size
-            for info in zf.infolist():
-                check_declared_bytes(
-                    path, f"archive member {info.filename!r}", info.compress_size, size
-                )
-    except zipfile.BadZipFile as exc:
-        raise bad_file(path, exc, "corrupt or truncated zip archive") from None
+    with open_zip(path) as zf:  # also refuses zip bombs and member names that are not UTF-8
+        size = path.stat().st_size
+        for info in zf.infolist():
+            check_declared_bytes(path, f"archive member {info.filename!r}", info.compress_size, size)
 
 
 def torch_load(path: Path, *, trust_pickle: bool) -> tuple[Any, bool]:
@@ -182,7 +177,8 @@ def find_state_dict(path: Path, obj: Any, container: str, unpickled: bool = Fals
                 return StateDict(dict(inner), container, (key,), unpickled=unpickled)
         listed = ", ".join(repr(k) for k in list(obj)[:12])
         raise ModelFileError(
-            f"cannot read {path}: no state_dict in this dict (keys: {listed})",
+            f"cannot read {path}: "
+            + (f"no state_dict in this dict (keys: {listed})" if obj else "the dict is empty"),
             hint=f"convaudit looks for tensors at the top level or under {', '.join(NESTING_KEYS)}",
         )
     raise ModelFileError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -53,11 +54,38 @@ def load_exported_program(path: Path) -> Any:
     import torch
 
     check_zip_file(path)
+    with _export_log_captured() as logged:
+        try:
+            with open(path, "rb") as f:  # a file object: torch warns about names not ending .pt2
+                return torch.export.load(f)
+        except Exception as exc:  # the deserializer raises many kinds
+            # torch.export logs the real cause (with a traceback) and raises "check the warnings
+            # above": report the cause on the one error line instead of letting the log through.
+            cause = next((r.exc_info[1] for r in logged if r.exc_info and r.exc_info[1]), exc)
+            raise bad_file(path, cause, "cannot load the torch.export archive") from None
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def _export_log_captured() -> Iterator[list[logging.LogRecord]]:
+    """Keep what the ``torch.export`` logger says during the call off the terminal; yield it."""
+    logger = logging.getLogger("torch.export")
+    capture = _Capture()
+    saved = logger.handlers, logger.propagate, logger.disabled
+    # torch._logging may hang its own stderr handler on this logger: replace, not add
+    logger.handlers, logger.propagate, logger.disabled = [capture], False, False
     try:
-        with open(path, "rb") as f:  # a file object: torch warns about names not ending in .pt2
-            return torch.export.load(f)
-    except Exception as exc:  # the deserializer raises many kinds
-        raise bad_file(path, exc, "cannot load the torch.export archive") from None
+        yield capture.records
+    finally:
+        logger.handlers, logger.propagate, logger.disabled = saved
 
 
 def read_exported(path: Path, options: LoadOptions) -> ModelIR:

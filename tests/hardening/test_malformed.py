@@ -36,27 +36,7 @@ PROMISE_2 = {
 #: promise where noted (the last-resort net in convaudit.loaders gives one error line, exit 2),
 #: and is skipped -- with this reason shown -- only for the stricter check it fails. Remove an
 #: entry once its module is fixed; a fixed case that stays listed fails (see _check_case).
-KNOWN_HOLES: dict[str, str] = {
-    **{
-        f"zip-bad-member-name-{f}": f"{owner}: zipfile raises UnicodeDecodeError (a ValueError) "
-        "on a member name that is not UTF-8; only BadZipFile/OSError are caught "
-        "(use convaudit.loaders.safety.open_zip)"
-        for f, owner in (
-            ("keras", "loaders/keras.py open_keras / KerasLoader.sniff"),
-            ("pt", "loaders/pytorch_archive.py check_zip_file"),
-            ("ckpt", "loaders/pytorch_archive.py check_zip_file"),
-            ("torchscript", "loaders/pytorch_archive.py check_zip_file"),
-        )
-    },
-    "hdf5-shifted-h5": "loaders/keras.py open_keras: h5py raises OSError on a damaged attribute "
-    "read after the file opened; wrap reads in convaudit.loaders.safety.hdf5_errors",
-    "hdf5-shifted-weights.h5": "loaders/keras_tree.py tree_layers: h5py raises RuntimeError "
-    "('bad local heap signature') on a link check; wrap reads in safety.hdf5_errors",
-    "onnx-no-convs": "cli/spectrum.py (analysis): a model without convs gives exit 0 and an "
-    "empty report; issue 6 asks for one error line and exit 2",
-    "pt-no-convs": "cli/spectrum.py (analysis): a state_dict without conv weights gives exit 0; "
-    "issue 6 asks for one error line and exit 2",
-}
+KNOWN_HOLES: dict[str, str] = {}
 
 
 def _strict_json(text: str):
@@ -159,14 +139,7 @@ def test_layers_on_every_unreadable_file(corpus, run_cli, subtests):
         "zip-bomb-keras-weights",
         "onnx-external-relative",
         "random-pt",
-        pytest.param(
-            "zip-bad-member-name-pt2",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="loaders/pytorch_programs.py: torch.export.load logs a warning WITH a "
-                "traceback on stderr (logger torch.export) before the clean error line",
-            ),
-        ),
+        "zip-bad-member-name-pt2",  # torch.export logs a traceback unless its logger is captured
     ],
 )
 def test_real_process_gives_one_error_line(corpus, name):
