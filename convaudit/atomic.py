@@ -39,9 +39,7 @@ def check_destination(
     path = Path(dest)
     for keep in protect:
         if _same_file(path, Path(keep)):
-            raise OutputError(
-                f"refusing to overwrite the input {path}", hint=protect_hint
-            )
+            raise OutputError(f"refusing to overwrite the input {path}", hint=protect_hint)
     if path.is_dir():
         raise OutputError(f"cannot write {path}: it is a folder", hint="give a file name")
     if (path.exists() or path.is_symlink()) and not overwrite:

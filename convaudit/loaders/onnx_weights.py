@@ -176,7 +176,7 @@ class ConstantResolver:
         self, node: onnx.NodeProto, name: str, inputs: list[Resolved | None]
     ) -> np.ndarray | None:
         if not self._small_enough(node, name, inputs):
-            self._why[name] = f"folding its {node.op_type} would need more than 2 GiB"
+            self._why.setdefault(name, f"its {node.op_type} is too large to fold (over 2 GiB)")
             return None
         from onnx.reference import ReferenceEvaluator
 
@@ -204,7 +204,10 @@ class ConstantResolver:
     def _small_enough(self, node: onnx.NodeProto, name: str, inputs: list[Resolved | None]) -> bool:
         if node.op_type == "ConstantOfShape" and inputs and inputs[0] is not None:
             dims = [int(d) for d in np.asarray(inputs[0].value).ravel()]
-            return all(d >= 0 for d in dims) and math.prod(dims) * 8 <= MAX_COMPUTED_BYTES
+            if any(d < 0 for d in dims):
+                self._why[name] = f"its ConstantOfShape has a negative dimension {dims}"
+                return False
+            return math.prod(dims) * 8 <= MAX_COMPUTED_BYTES
         shape = self.shapes.get(name)
         if shape is not None and all(d is not None for d in shape):
             return math.prod(d for d in shape if d is not None) * 8 <= MAX_COMPUTED_BYTES

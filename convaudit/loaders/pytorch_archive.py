@@ -118,7 +118,9 @@ def check_zip_file(path: Path) -> None:
     with open_zip(path) as zf:  # also refuses zip bombs and member names that are not UTF-8
         size = path.stat().st_size
         for info in zf.infolist():
-            check_declared_bytes(path, f"archive member {info.filename!r}", info.compress_size, size)
+            check_declared_bytes(
+                path, f"archive member {info.filename!r}", info.compress_size, size
+            )
 
 
 def torch_load(path: Path, *, trust_pickle: bool) -> tuple[Any, bool]:

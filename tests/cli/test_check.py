@@ -247,3 +247,26 @@ def test_uncertified_network_warns_and_fails_only_with_strict(work, models):
     assert re.search(r"unbounded \(op Mul at node", relaxed.stdout)
     strict = run("gated.onnx", "--max-lipschitz", "10", "--strict", *FAST)
     assert strict.exit_code == 1
+
+
+def test_no_output_replaces_the_input_model(work):
+    original = (work / "model.onnx").read_bytes()
+    for args in (("-o", "model.onnx", "--force"), ("--write-baseline", "./model.onnx")):
+        result = run("model.onnx", *args, *FAST)
+        assert result.exit_code == 2
+        assert "refusing to overwrite the input" in one_error_line(result)
+    assert (work / "model.onnx").read_bytes() == original
+
+
+def test_a_model_with_nothing_to_check_is_an_error_but_a_dense_one_is_not(work):
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu", [x], [y])
+    onnx.save(helper.make_model(graph), work / "relu.onnx")
+    result = run("relu.onnx", *FAST)
+    assert result.exit_code == 2 and "no convolution layers found" in one_error_line(result)
+    torch.save(torch.nn.Linear(4, 3).state_dict(), work / "dense.pt")
+    assert run("dense.pt", "--max-lipschitz", "100", *FAST).exit_code == 0  # an MLP's bound

@@ -6,7 +6,7 @@ import json
 
 import onnx
 import pytest
-from cli_helpers import one_error_line
+from cli_helpers import REPO, one_error_line
 from onnx import numpy_helper
 
 DEMO = "sample_models/resnet_tiny.onnx"
@@ -76,3 +76,11 @@ def test_output_refuses_to_overwrite(cli, tmp_path):
     result = cli("layers", DEMO, "-o", str(dest))
     assert result.exit_code == 2 and "refusing to overwrite" in one_error_line(result)
     assert dest.read_text() == "keep"
+
+
+def test_output_never_replaces_the_input_even_with_force(cli, tmp_path):
+    model = tmp_path / "demo.onnx"
+    model.write_bytes((REPO / DEMO).read_bytes())
+    result = cli("layers", str(model), "-o", str(model), "--force")
+    assert result.exit_code == 2 and "refusing to overwrite the input" in one_error_line(result)
+    assert model.read_bytes() == (REPO / DEMO).read_bytes()

@@ -389,3 +389,42 @@ def test_cuda_matches_cpu(cli, dtype):
     for a, b in zip(_layers(cpu), _layers(gpu), strict=True):
         assert b["sigma_max"]["value"] == pytest.approx(a["sigma_max"]["value"], rel=rel)
         assert b["spectrum"]["stable_rank"] == pytest.approx(a["spectrum"]["stable_rank"], rel=rel)
+
+
+@pytest.mark.parametrize("flag", ["-o", "--save-spectra", "--plot"])
+def test_no_output_replaces_an_input_model_even_with_force(cli, tmp_path, flag):
+    model = tmp_path / "signal.onnx"
+    original = (REPO / SIGNAL).read_bytes()
+    model.write_bytes(original)
+    for spelling in (str(model), str(tmp_path / "." / "signal.onnx")):
+        result = cli("spectrum", str(model), "--sigma", "bound", flag, spelling, "--force")
+        assert result.exit_code == 2
+        assert "refusing to overwrite the input" in one_error_line(result)
+    assert model.read_bytes() == original
+    assert [p.name for p in tmp_path.iterdir()] == ["signal.onnx"]  # no temp file either
+
+
+def _relu_only_onnx(path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu", [x], [y])
+    onnx.save(helper.make_model(graph), path)
+
+
+def test_a_model_without_convs_is_an_error(cli, tmp_path):
+    import torch
+
+    relu = tmp_path / "relu.onnx"
+    _relu_only_onnx(relu)
+    dense = tmp_path / "dense.pt"
+    torch.save(torch.nn.Linear(4, 3).state_dict(), dense)
+    for model, found in ((relu, "(no layers)"), (dense, "(only 1 dense layer)")):
+        result = cli("spectrum", str(model))
+        assert result.exit_code == 2 and result.stdout == ""
+        line = one_error_line(result)
+        assert f"no convolution layers found in {model} {found}" in line
+        # `layers` still lists what was read (nothing, or the dense layer): not an error
+        assert cli("layers", str(model)).exit_code == 0

@@ -124,17 +124,24 @@ def test_constant_of_shape_weight_is_folded_and_read_only(tmp_path: Path) -> Non
     assert "ConstantOfShape" in (conv.provenance.get("read_only") or "")
 
 
-def test_huge_constant_of_shape_is_not_allocated(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("dims", "why"),
+    [
+        ([10**6, 4, 10**4, 10**4], "is too large to fold (over 2 GiB)"),
+        ([8, 4, -3, 3], "has a negative dimension [8, 4, -3, 3]"),
+    ],
+)
+def test_huge_constant_of_shape_is_not_allocated(tmp_path: Path, dims: list[int], why: str) -> None:
     """A ConstantOfShape asking for petabytes is left unfolded: the conv is skipped, not run."""
     nodes = [
         helper.make_node("ConstantOfShape", ["shape"], ["w"]),
         helper.make_node("Conv", ["x", "w"], ["y"], name="conv"),
     ]
     x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 4, 5, 5))
-    shape = numpy_helper.from_array(np.array([10**6, 4, 10**4, 10**4], np.int64), "shape")
+    shape = numpy_helper.from_array(np.array(dims, np.int64), "shape")
     ir = load(save(tmp_path / "m.onnx", nodes, [x_info], [shape]))
     assert not ir.layers and ir.skipped[0].name == "conv"
-    assert "more than 2 GiB" in ir.skipped[0].reason
+    assert f"ConstantOfShape {why}" in ir.skipped[0].reason
 
 
 def test_tied_weights_are_written_together_or_not_at_all(tmp_path: Path) -> None:

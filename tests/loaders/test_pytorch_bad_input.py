@@ -154,6 +154,12 @@ def test_training_dict_without_state_dict(tmp_path: Path) -> None:
         load(tmp_path / "t.pt")
 
 
+def test_empty_dict_says_it_is_empty(tmp_path: Path) -> None:
+    torch.save({}, tmp_path / "t.pt")
+    with pytest.raises(ModelFileError, match=r"t\.pt: the dict is empty$"):
+        load(tmp_path / "t.pt")
+
+
 def test_state_dict_without_conv_or_dense(tmp_path: Path) -> None:
     torch.save({"bn.running_mean": torch.zeros(3)}, tmp_path / "t.pt")
     with pytest.raises(ModelFileError, match="no conv or dense"):
