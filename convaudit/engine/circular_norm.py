@@ -170,12 +170,12 @@ def circular_sigma_max(
             bound[_certify_below(gram, mu)] = mu * (1 + margin)
         open_ = torch.nonzero(bound > floor * (1 + margin) ** 2).reshape(-1)
         if open_.numel():
-            lam = _lambda_max(gram[open_])
-            bound[open_] = lam * (1 + margin)
-            j = int(lam.argmax())
-            if float(lam[j]) > best:
+            lams = _lambda_max(gram[open_])
+            bound[open_] = lams * (1 + margin)
+            j = int(lams.argmax())
+            if float(lams[j]) > best:
                 best, best_at = (
-                    float(lam[j]),
+                    float(lams[j]),
                     ((part.start * groups + int(open_[j])) // groups, int(open_[j]) % groups),
                 )
         upper = max(upper, float(bound.max()))

@@ -1,7 +1,7 @@
 """Largest singular value of an operator given as matvecs (MATH.md §2).
 
-Small operators (at most ``DENSE_LIMIT`` inputs): the matrix is formed column by column from
-``apply`` and its singular values come from LAPACK (float64): exact up to rounding.
+Small operators (at most ``DENSE_LIMIT`` inputs): AᵀA is formed column by column from ``gram``
+and its top eigenvalue comes from LAPACK (float64): exact up to rounding.
 
 Larger ones: implicitly restarted Lanczos (ARPACK, via scipy) on AᵀA asking for the top
 ``WANTED`` eigenvalues at once, not just one. A single-vector Lanczos warm-started near the
@@ -46,12 +46,14 @@ def _mixed_start(start: torch.Tensor) -> np.ndarray:
     return noise if nrm == 0 or not math.isfinite(nrm) else v / nrm + noise
 
 
-def _dense(apply: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor) -> LanczosResult:
+def _dense(gram: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor) -> LanczosResult:
+    """λ_max of the n×n matrix AᵀA, formed column by column (memory n², not n·outputs)."""
     n = start.numel()
     eye = torch.eye(n, dtype=torch.float64, device=start.device)
-    cols = [apply(eye[i : i + 256].reshape(-1, *start.shape[1:])) for i in range(0, n, 256)]
-    matrix = torch.cat([c.reshape(c.shape[0], -1) for c in cols]).T.cpu().numpy()
-    sigma = float(np.linalg.svd(matrix, compute_uv=False)[0]) if matrix.size else 0.0
+    cols = [gram(eye[i : i + 16].reshape(-1, *start.shape[1:])) for i in range(0, n, 16)]
+    matrix = torch.cat([c.reshape(c.shape[0], -1) for c in cols]).cpu().numpy()
+    lam = float(np.linalg.eigvalsh((matrix + matrix.T) / 2)[-1]) if matrix.size else 0.0
+    sigma = math.sqrt(max(lam, 0.0))
     return LanczosResult(sigma=sigma, lower=sigma, residual=0.0, converged=True, products=n)
 
 
@@ -69,7 +71,7 @@ def lanczos_sigma_max(
     """
     shape, n = start.shape, start.numel()
     if n <= DENSE_LIMIT:
-        return _dense(apply, start)
+        return _dense(gram, start)
     like = start.to(torch.float64)
     products = 0
 
