@@ -9,7 +9,7 @@ other runs) is counted. The model is a single 256-channel 3x3 conv exported by
     .venv/bin/python benchmarks/bench_memory.py --grid 1024 --budgets 512M 2G --modes bound
     .venv/bin/python benchmarks/bench_memory.py --device cuda  # on a GPU machine
 
-Prints a Markdown table (paste into benchmarks/memory_results.md).
+Prints a Markdown table (paste into benchmarks/README.md, "Peak memory").
 """
 
 from __future__ import annotations
