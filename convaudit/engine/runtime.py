@@ -21,11 +21,32 @@ _WORK_FACTOR = 4
 
 
 def total_memory() -> int:
-    """Physical RAM in bytes (falls back to 8 GiB where the OS does not say)."""
+    """Usable RAM in bytes: physical RAM, capped by a cgroup (container/CI) memory limit.
+
+    Falls back to 8 GiB where the OS does not say.
+    """
     try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+        physical = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):
-        return 8 * 1024**3
+        physical = 8 * 1024**3
+    limit = _cgroup_memory_limit()
+    return min(physical, limit) if limit else physical
+
+
+_CGROUP_LIMIT_FILES = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
+def _cgroup_memory_limit(paths: tuple[str, ...] = _CGROUP_LIMIT_FILES) -> int | None:
+    """The cgroup v2 (or v1) memory limit, if one is set; a CI runner's RAM is often capped."""
+    for path in paths:
+        try:
+            with open(path, encoding="ascii") as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:  # v1 reports "no limit" as a huge number
+            return int(text)
+    return None
 
 
 @dataclass(frozen=True)
@@ -75,7 +96,8 @@ def chunk_size(rt: Runtime, per_item_bytes: int, total: int, *, what: str) -> in
     if fit < 1:
         raise ResourceLimitError(
             f"{what}: one frequency needs {need} bytes, over the memory budget of {rt.max_memory} bytes",
-            hint="raise the memory budget (--max-memory)",
+            hint="raise the memory budget (--max-memory), or ask for the cheaper certified "
+            "sigma_max only (--sigma bound, no --full/--plot/--save-spectra)",
         )
     if rt.device.type == "cpu":
         # Several chunks per worker keep both the progress callback and the threads busy.
