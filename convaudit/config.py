@@ -226,15 +226,20 @@ def find_config(start: Path) -> tuple[Path, Mapping[str, Any]] | None:
     return None
 
 
-def read_config(path: Path) -> Mapping[str, Any] | None:
-    """The convaudit table of one file (None: a pyproject.toml without [tool.convaudit])."""
+def load_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; unreadable or invalid files become one-line ConfigErrors."""
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            return tomllib.load(f)
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+
+
+def read_config(path: Path) -> Mapping[str, Any] | None:
+    """The convaudit table of one file (None: a pyproject.toml without [tool.convaudit])."""
+    data = load_toml(path)
     tool = data.get("tool", {}).get("convaudit") if isinstance(data.get("tool"), dict) else None
     if path.name == "pyproject.toml":
         return tool

@@ -19,14 +19,10 @@ from convaudit.cli.layers import ARCH, INPUT_SHAPE, TRUST_PICKLE
 from convaudit.cli.options import parse_bytes, parse_input_shapes, resolve_device
 from convaudit.cli.progress import LazyProgress, stderr_is_tty
 from convaudit.clipping import ClipOptions, ClipReport, clip_model, parse_bound_rule
+from convaudit.config import load_toml
 from convaudit.engine.projection import DEFAULT_TOL
 from convaudit.errors import EXIT_CHECK_FAILED, ConfigError
 from convaudit.loaders import LoadOptions
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 SCHEMA_VERSION = 1
 
@@ -59,13 +55,7 @@ def read_clip_config(path: Path) -> dict[str, Any]:
     """A TOML file with the options as kebab-case keys, at top level or under ``[clip]``;
     ``bound-for`` is a table ``{ "REGEX" = VALUE }``."""
 
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
+    data = load_toml(path)
     table = data.get("clip", data)
     unknown = sorted(set(table) - _CONFIG_KEYS)
     if unknown:
