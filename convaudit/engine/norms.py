@@ -15,6 +15,7 @@ from convaudit.engine.circular_norm import circular_sigma_max
 from convaudit.engine.continuous import size_independent_bound
 from convaudit.engine.dense import dense_fits, dense_singular_values
 from convaudit.engine.geometry import ConvGeometry, Pads
+from convaudit.engine.operator import pad_index
 from convaudit.engine.padded_norm import padded_sigma_max
 from convaudit.engine.results import NormResult, Quantity
 from convaudit.engine.runtime import Runtime
@@ -119,6 +120,46 @@ def dense_norm_result(
     )
 
 
+def pointwise_norm_result(
+    kernel: torch.Tensor,
+    geometry: ConvGeometry,
+    *,
+    groups: int,
+    mode: str,
+    rt: Runtime,
+    tol: float,
+) -> NormResult:
+    """1×1 kernels, any stride and padding: each output reads ONE input position, so the
+    operator is W ⊗ P with P a 0/1 matrix with one 1 per row (zeros: none on padded outputs).
+    PᵀP is the diagonal of how often each input is read, hence exactly
+    σ_max = σ_max(W) · √(most reads of one input) (0 if no input is read)."""
+    nd = len(geometry.grid)
+    copies = 1
+    for n, t, e, s, o in zip(
+        geometry.grid,
+        geometry.before,
+        geometry.last_read,
+        geometry.stride,
+        geometry.out_size,
+        strict=True,
+    ):
+        idx, valid = pad_index(n, t, t + e + 1, mode, torch.device("cpu"))
+        reads = torch.arange(o) * s  # padded coordinate of each output's one tap
+        hit = idx[reads] if valid is None else idx[reads][valid[reads]]
+        copies *= int(torch.bincount(hit, minlength=n).max()) if hit.numel() else 0
+    res = circular_sigma_max(
+        kernel, (1,) * nd, stride=(1,) * nd, dilation=(1,) * nd, groups=groups, rt=rt, tol=tol
+    )
+    gain = math.sqrt(copies)
+    exact = res.upper <= res.lower * (1 + tol)
+    quantity: Quantity = "exact" if exact else "upper-bound"
+    value = (res.value if exact else res.upper) * gain
+    method = "1x1: sigma_max(W)" + (f" x read-count gain {gain:.4g}" if gain not in (0, 1) else "")
+    return NormResult(
+        value, res.lower * gain, res.upper * gain, exact, quantity, mode, geometry.grid, method
+    )
+
+
 def conv_norm(
     kernel: torch.Tensor,
     geometry: ConvGeometry,
@@ -134,6 +175,8 @@ def conv_norm(
         raise UnsupportedLayerError(
             f"unknown method {method!r}", hint="use 'exact' or 'upper-bound'"
         )
+    if all(k == 1 for k in kernel.shape[2:]):
+        return pointwise_norm_result(kernel, geometry, groups=groups, mode=mode, rt=rt, tol=tol)
     if mode == "circular":
         if geometry.is_circular_exact():
             return circular_norm_result(kernel, geometry, groups=groups, rt=rt, tol=tol)

@@ -121,3 +121,7 @@ class PaddedConv:
 
     def gram(self, x: torch.Tensor) -> torch.Tensor:
         return self.adjoint(self.apply(x))
+
+    def cogram(self, y: torch.Tensor) -> torch.Tensor:
+        """AAᵀy: the output side's Gram operator (same nonzero eigenvalues as AᵀA)."""
+        return self.apply(self.adjoint(y))

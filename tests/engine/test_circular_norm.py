@@ -1,14 +1,19 @@
-"""The fast σ_max path (power lower bound, Gram-iteration upper bound) against dense truth."""
+"""The fast σ_max path (lag Gram matrices, power candidates, Cholesky certificate) against
+dense truth."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from oracle import circular_singular_values
 from strategies import conv_cases
 
-from convaudit.engine.circular_norm import _certify_below, _power_lower, circular_sigma_max
+from convaudit.engine import circular_norm
+from convaudit.engine.circular_norm import _certify_below, _lanczos_top, circular_sigma_max
+from convaudit.engine.frequencies import alias_frequencies, frequency_block, kernel_taps
+from convaudit.engine.gram_lags import evaluate_gram, lag_gram
 from convaudit.engine.results import EngineOptions
 from convaudit.engine.runtime import runtime
 
@@ -46,9 +51,10 @@ def test_cholesky_certificate_and_power_lower_bound():
         # never certifies a matrix whose λ_max is above μ; certifies every one well below it
         assert not torch.any(proven & (lam > lam.max() * factor))
         assert torch.all(proven[lam < lam.max() * factor * (1 - 1e-9)])
-    for steps in range(0, 4):
-        low, _ = _power_lower(gram, steps)
+    for steps in range(1, 8):
+        low = _lanczos_top(gram, steps)
         assert torch.all(low <= lam * (1 + 1e-12))
+    assert torch.allclose(_lanczos_top(gram, 6), lam, rtol=1e-10)  # 6 steps span C^6: exact
 
 
 def test_float32_bracket():
@@ -66,3 +72,81 @@ def test_float32_bracket():
     )
     assert res.lower <= want * (1 + 1e-6) and res.upper >= want * (1 - 1e-6)
     assert abs(res.value - want) <= 1e-6 * want  # MATH.md §5: float32 σ_max to ~1e-7
+
+
+@settings(max_examples=30, deadline=None)
+@given(case=conv_cases())
+def test_certified_path_without_direct_solves(monkeypatch_module, case):
+    """Every frequency through power candidates + Cholesky certificate (no direct shortcut)."""
+    kernel, grid, stride, dilation, groups = case
+    want = circular_singular_values(kernel, grid, stride=stride, dilation=dilation, groups=groups)[
+        0
+    ]
+    res = circular_sigma_max(
+        torch.as_tensor(kernel), grid, stride=stride, dilation=dilation, groups=groups, rt=RT
+    )
+    assert res.lower <= want * (1 + 1e-12)
+    assert res.upper >= want * (1 - 1e-12)
+    assert res.upper <= res.lower * (1 + 1e-6) + 1e-300
+    assert abs(res.value - want) <= 1e-9 * want + 1e-300
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    mp.setattr(circular_norm, "DIRECT_SIZE", 0)
+    yield mp
+    mp.undo()
+
+
+@settings(max_examples=25, deadline=None)
+@given(conv_cases())
+def test_lag_gram_eigenvalues_are_the_squared_spectrum(case):
+    """The Gram matrices evaluated from the kernel's autocorrelation carry exactly the squared
+    singular values of the dense circular operator (every frequency, multiplicity included)."""
+    kernel, grid, stride, dilation, groups = case
+    c_out, c_in_g = kernel.shape[:2]
+    if c_out // groups > c_in_g * int(np.prod(stride)) and any(s > 1 for s in stride):
+        return  # no lag form on the input side of a strided layer (the blocks path does it)
+    lags = lag_gram(torch.as_tensor(kernel), grid, stride=stride, dilation=dilation, groups=groups)
+    freqs, _ = alias_frequencies(grid, stride, half=False)
+    gram = evaluate_gram(lags, freqs)
+    assert torch.allclose(gram, gram.mH, atol=1e-12)
+    got = np.sort(np.linalg.eigvalsh(gram.numpy()).reshape(-1))[::-1]
+    want = circular_singular_values(kernel, grid, stride=stride, dilation=dilation, groups=groups)
+    want = np.sort(want)[::-1] ** 2  # compared squared: the Gram matrix squares the spectrum
+    assert np.max(np.abs(got[: want.size] - want)) <= 1e-10 * max(float(want[0]), 1e-300)
+
+
+@pytest.mark.parametrize(
+    ("c_out", "c_in", "k", "stride", "dilation", "groups", "grid"),
+    [
+        (32, 32, 3, 1, 1, 1, 6),
+        (32, 16, 3, 2, 1, 1, 8),  # output side, strided lags
+        (16, 32, 3, 2, 2, 2, 8),  # groups + dilation
+        (40, 8, 3, 2, 1, 1, 6),  # input side of a strided layer: per-frequency blocks
+        (48, 24, 1, 2, 1, 1, 6),  # strided 1×1: σ(W)
+        (24, 48, 1, 1, 1, 3, 5),  # grouped 1×1
+        (30, 30, 5, 1, 1, 1, 3),  # kernel larger than the grid
+    ],
+)
+def test_wider_layers_against_dense(c_out, c_in, k, stride, dilation, groups, grid):
+    kernel = np.random.default_rng(c_out + 7 * k).standard_normal((c_out, c_in // groups, k, k))
+    want = circular_singular_values(
+        kernel, (grid, grid), stride=(stride,) * 2, dilation=(dilation,) * 2, groups=groups
+    )[0]
+    res = circular_sigma_max(
+        torch.as_tensor(kernel), (grid, grid), stride=(stride,) * 2, dilation=(dilation,) * 2,
+        groups=groups, rt=RT,
+    )  # fmt: skip
+    assert res.lower <= want * (1 + 1e-12) <= res.upper * (1 + 2e-12)
+    assert res.upper <= res.lower * (1 + 1e-6)
+    assert abs(res.value - want) <= 1e-10 * want
+    # the returned vector is a unit right singular vector of the reported frequency's block
+    block = frequency_block(
+        kernel_taps(torch.as_tensor(kernel)), kernel.shape, np.array([res.frequency]),
+        (grid, grid), stride=(stride,) * 2, dilation=(dilation,) * 2, groups=groups,
+    )[0, res.group]  # fmt: skip
+    v = torch.as_tensor(res.vector)
+    assert abs(float(v.norm()) - 1) <= 1e-12
+    assert abs(float((block @ v).norm()) - want) <= 1e-10 * want

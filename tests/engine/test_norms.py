@@ -86,7 +86,10 @@ def test_cheap_upper_bound_is_never_below_truth(case):
         groups=groups,
         method="upper-bound",
     )
-    assert res.quantity == "upper-bound" and res.value == res.upper
+    if kernel.shape[2:] == (1,) * len(grid):  # 1×1: the exact value is as cheap as a bound
+        assert res.quantity == "exact" and abs(res.value - want) <= 1e-9 * max(want, 1e-300)
+    else:
+        assert res.quantity == "upper-bound" and res.value == res.upper
     assert res.upper >= want * (1 - TOL)
 
 
@@ -167,3 +170,24 @@ def test_three_d_zero_padding():
     want = truth(kernel, (4, 3, 4), (1, 1, 2), (1, 1, 1), 1, ((1, 1), (0, 1), (1, 1)))
     res = operator_norm(kernel, (4, 3, 4), stride=(1, 1, 2), padding=((1, 1), (0, 1), (1, 1)))
     assert res.exact and abs(res.value - want) <= 1e-6 * want and res.upper >= want
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize(
+    ("grid", "stride", "pads", "groups"),
+    [
+        ((5, 7), (2, 1), ((1, 2), (2, 0)), 1),
+        ((6, 6), (3, 2), ((2, 2), (1, 1)), 2),
+        ((9,), (4,), ((3, 1),), 1),
+    ],
+)
+def test_pointwise_exact_for_every_padding_mode(mode, grid, stride, pads, groups):
+    """1×1 kernels: σ_max(W) times √(most reads of one input), exact, against dense matrices."""
+    kernel = np.random.default_rng(len(grid) + groups).standard_normal(
+        (6, 8 // groups) + (1,) * len(grid)
+    )
+    want = truth(kernel, grid, stride, (1,) * len(grid), groups, pads, mode)
+    res = operator_norm(kernel, grid, stride=stride, padding=pads, groups=groups, padding_mode=mode)
+    assert res.quantity == "exact"
+    assert abs(res.value - want) <= 1e-10 * want
+    assert res.lower <= want * (1 + TOL) and res.upper >= want * (1 - TOL)
