@@ -22,11 +22,12 @@ import numpy as np
 import torch
 
 from convaudit.engine.circular_norm import CircularNorm, circular_sigma_max
-from convaudit.engine.geometry import ConvGeometry
+from convaudit.engine.geometry import ConvGeometry, forward_geometry
 from convaudit.engine.lanczos import lanczos_sigma_max
 from convaudit.engine.operator import PaddedConv, pad_index
 from convaudit.engine.results import NormResult, Quantity
 from convaudit.engine.runtime import Runtime
+from convaudit.errors import UnsupportedLayerError
 
 
 def copy_gain(geometry: ConvGeometry, mode: str) -> float:
@@ -80,6 +81,84 @@ def warm_start(
     return torch.from_numpy(x.reshape(1, c_in, *geometry.grid))
 
 
+#: Lanczos on the real operator only while its smaller side has at most this many entries
+#: (its Krylov basis holds ~40 such vectors); beyond it the exact value is bracketed instead
+LANCZOS_MAX_ENTRIES = 1 << 22
+
+
+def geometry_entries(
+    size: tuple[int, ...], kernel: torch.Tensor, groups: int, *, inputs: bool
+) -> int:
+    channels = kernel.shape[1] * groups if inputs else kernel.shape[0]
+    return int(channels) * math.prod(size)
+
+
+def sub_geometry(geometry: ConvGeometry, scale: float) -> ConvGeometry | None:
+    """The same conv (padding, stride, dilation) on a smaller grid, about ``scale`` per axis.
+
+    For zero padding its operator is a compression of the full one: an input supported on the
+    first h entries of each axis gives the same first outputs on both grids (reads past h are
+    zeros either way), and the full grid only adds outputs. So σ_max(sub) <= σ_max(full)."""
+    pads = tuple((t, max(a, 0)) for t, a in zip(geometry.before, geometry.after, strict=True))
+    grid = []
+    for n, k, s, d, (t, a), after in zip(
+        geometry.grid, geometry.kernel_size, geometry.stride, geometry.dilation, pads,
+        geometry.after, strict=True,
+    ):  # fmt: skip
+        reach = d * (k - 1) + 1
+        h = max(reach - t - a, int(n * scale) // s * s, s, 1)
+        grid.append(max(1, min(n + min(after, 0), h)))  # no more outputs than the full grid
+    try:
+        small = forward_geometry(
+            tuple(grid), geometry.kernel_size, geometry.stride, geometry.dilation, pads
+        )
+    except UnsupportedLayerError:
+        return None
+    if any(o > f for o, f in zip(small.out_size, geometry.out_size, strict=True)):
+        return None
+    return small
+
+
+def _too_large_for_lanczos(
+    kernel: torch.Tensor,
+    geometry: ConvGeometry,
+    upper: float,
+    method: str,
+    *,
+    groups: int,
+    mode: str,
+    rt: Runtime,
+    tol: float,
+) -> NormResult:
+    """An operator too large for Lanczos: the certified upper bound, and (zero padding) the
+    exact σ_max on a sub-grid as a certified lower bound."""
+    lower, how = 0.0, "no lower bound (the operator is too large for Lanczos)"
+    if mode == "zeros":
+        entries = min(
+            geometry_entries(geometry.grid, kernel, groups, inputs=True),
+            geometry_entries(geometry.out_size, kernel, groups, inputs=False),
+        )
+        scale = (LANCZOS_MAX_ENTRIES / 4 / entries) ** (1 / len(geometry.grid))
+        small = sub_geometry(geometry, scale)
+        if small is not None and (
+            geometry_entries(small.grid, kernel, groups, inputs=True) <= LANCZOS_MAX_ENTRIES
+            or geometry_entries(small.out_size, kernel, groups, inputs=False) <= LANCZOS_MAX_ENTRIES
+        ):
+            sub = padded_sigma_max(kernel, small, groups=groups, mode=mode, rt=rt, tol=tol)
+            lower = min(sub.lower, upper)
+            how = f"lower: exact on the {'x'.join(map(str, small.grid))} sub-grid"
+    return NormResult(
+        upper,
+        lower,
+        upper,
+        upper <= lower * (1 + tol),
+        "upper-bound",
+        mode,
+        geometry.grid,
+        f"{method}; {how} (the operator is too large for Lanczos)",
+    )
+
+
 def padded_sigma_max(
     kernel: torch.Tensor,
     geometry: ConvGeometry,
@@ -107,6 +186,14 @@ def padded_sigma_max(
     )
     if not exact:
         return NormResult(upper, 0.0, upper, False, "upper-bound", mode, geometry.grid, method)
+    entries = min(
+        geometry_entries(geometry.grid, kernel, groups, inputs=True),
+        geometry_entries(geometry.out_size, kernel, groups, inputs=False),
+    )
+    if entries > LANCZOS_MAX_ENTRIES:
+        return _too_large_for_lanczos(
+            kernel, geometry, upper, method, groups=groups, mode=mode, rt=rt, tol=tol
+        )
     op = PaddedConv(kernel.to(torch.float64), geometry, groups=groups, mode=mode)
     start = warm_start(circ, grid_n, geometry, op.c_in, groups).to(op.kernel.device)
     # float32 products for the bulk of the Lanczos on CPU (3-5x cheaper; accepted only after a
@@ -120,12 +207,12 @@ def padded_sigma_max(
             # warm start's image; ‖Aᵀu‖/‖u‖ is the lower bound there.
             res = lanczos_sigma_max(
                 op.adjoint, op.cogram, op.apply(start), tol=tol,
-                fast_gram=op32.cogram if op32 is not None else None,
+                fast_gram=op32.cogram if op32 is not None else None, max_bytes=rt.max_memory // 2,
             )  # fmt: skip
         else:
             res = lanczos_sigma_max(
                 op.apply, op.gram, start, tol=tol,
-                fast_gram=op32.gram if op32 is not None else None,
+                fast_gram=op32.gram if op32 is not None else None, max_bytes=rt.max_memory // 2,
             )  # fmt: skip
     lower = min(res.lower, upper)
     converged = res.converged or upper <= lower * (1 + tol)

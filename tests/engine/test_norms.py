@@ -191,3 +191,37 @@ def test_pointwise_exact_for_every_padding_mode(mode, grid, stride, pads, groups
     assert res.quantity == "exact"
     assert abs(res.value - want) <= 1e-10 * want
     assert res.lower <= want * (1 + TOL) and res.upper >= want * (1 - TOL)
+
+
+@settings(max_examples=25, deadline=None)
+@given(padded_cases(), st.floats(0.2, 0.9))
+def test_sub_grid_is_a_compression_of_the_zero_padded_operator(case, scale):
+    """σ_max on a sub-grid (same padding, stride, dilation) never exceeds the full grid's: the
+    certified lower bound used when an operator is too large for Lanczos."""
+    from convaudit.engine.geometry import forward_geometry
+    from convaudit.engine.padded_norm import sub_geometry
+
+    kernel, grid, stride, dilation, groups, pads = case
+    if not fits(kernel, grid, dilation, pads):
+        return
+    full = forward_geometry(grid, kernel.shape[2:], stride, dilation, pads)
+    small = sub_geometry(full, scale)
+    if small is None:
+        return
+    assert all(o <= f for o, f in zip(small.out_size, full.out_size, strict=True))
+    small_pads = tuple((t, max(a, 0)) for t, a in zip(full.before, full.after, strict=True))
+    want_small = truth(kernel, small.grid, stride, dilation, groups, small_pads)
+    assert want_small <= truth(kernel, grid, stride, dilation, groups, pads) * (1 + TOL)
+
+
+def test_operator_too_large_for_lanczos_gets_a_certified_bracket(monkeypatch):
+    from convaudit.engine import padded_norm
+
+    monkeypatch.setattr(padded_norm, "LANCZOS_MAX_ENTRIES", 100)
+    kernel = np.random.default_rng(3).standard_normal((4, 3, 3, 3))
+    for grid, stride in (((12, 10), 1), ((12, 12), 2)):
+        want = truth(kernel, grid, (stride,) * 2, (1, 1), 1, ((1, 1), (1, 1)))
+        res = operator_norm(kernel, grid, stride=stride, padding=1)
+        assert res.quantity == "upper-bound" and res.value == res.upper
+        assert 0 < res.lower <= want * (1 + TOL) <= res.upper * (1 + 2 * TOL)
+        assert "sub-grid" in res.method
