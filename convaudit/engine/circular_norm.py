@@ -219,6 +219,21 @@ class _GramSource:
         return v, float((block @ v).norm())
 
 
+def certificate_work(
+    kernel_shape: tuple[int, ...], grid: tuple[int, ...], stride: tuple[int, ...], groups: int
+) -> float:
+    """Rough multiply-adds of :func:`circular_sigma_max` on ``grid``: per (Hermitian-half)
+    frequency and group, the Cholesky certificate of an n×n complex matrix and its evaluation
+    from the lags."""
+    c_out, c_in_g = kernel_shape[:2]
+    n = min(c_out // groups, c_in_g * math.prod(stride))
+    if all(k == 1 for k in kernel_shape[2:]):
+        return float(groups * n**3)
+    freqs = math.prod(grid) / math.prod(stride) / 2 + 1
+    lags = math.prod(2 * k - 1 for k in kernel_shape[2:])
+    return freqs * groups * n * n * (4 * n / 3 + 2 * lags)
+
+
 def _best_of(
     source: _GramSource, flat: np.ndarray, rt: Runtime, step: int
 ) -> tuple[float, tuple[int, int], torch.Tensor]:

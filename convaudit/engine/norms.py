@@ -11,9 +11,10 @@ import math
 import numpy as np
 import torch
 
-from convaudit.engine.circular_norm import circular_sigma_max
-from convaudit.engine.continuous import size_independent_bound
+from convaudit.engine.circular_norm import circular_sigma_max, rounding_margin
+from convaudit.engine.continuous import circular_upper, size_independent_bound
 from convaudit.engine.dense import dense_fits, dense_singular_values
+from convaudit.engine.frequencies import frequency_block, kernel_taps
 from convaudit.engine.geometry import ConvGeometry, Pads
 from convaudit.engine.operator import pad_index
 from convaudit.engine.padded_norm import padded_sigma_max
@@ -71,7 +72,7 @@ def any_size_norm(
         kernel, stride=stride, dilation=dilation, groups=groups, rt=rt, tol=tol
     )
     where = "x".join(map(str, alias))
-    method = f"sup over frequencies, {where} alias grid + Lipschitz slack"
+    method = f"sup over frequencies: {where} alias grid x trigonometric-polynomial factor"
     if gain != 1.0:
         method += f" x padding gain {gain:.4g}"
     return NormResult(
@@ -82,8 +83,9 @@ def any_size_norm(
 def circular_norm_result(
     kernel: torch.Tensor, geometry: ConvGeometry, *, groups: int, rt: Runtime, tol: float
 ) -> NormResult:
-    """Exact geometry (out·s = N): the FFT bracket, exact when it closes within tol."""
-    res = circular_sigma_max(
+    """Exact geometry (out·s = N): the FFT bracket, exact when it closes within tol. On huge
+    grids, S's bracket, with σ at the grid frequency nearest S's maximiser as the lower end."""
+    circ, factor, used, method = circular_upper(
         kernel,
         geometry.grid,
         stride=geometry.stride,
@@ -92,19 +94,49 @@ def circular_norm_result(
         rt=rt,
         tol=tol,
     )
-    exact = res.upper <= res.lower * (1 + tol)
+    upper = circ.upper * math.sqrt(factor)
+    lower, value = circ.lower, circ.value
+    if used != geometry.grid:
+        lower = nearest_grid_sigma(kernel, geometry, circ.frequency, used, groups=groups)
+        value = upper
+        method += "; lower: the layer's grid frequency nearest its maximiser"
+    else:
+        method = "fft + lanczos-ranked cholesky certificate"
+    exact = upper <= lower * (1 + tol)
     quantity: Quantity = "exact" if exact else "upper-bound"
-    value = res.value if exact else res.upper
     return NormResult(
-        value,
-        res.lower,
-        res.upper,
+        value if exact else upper,
+        lower,
+        upper,
         exact,
         quantity,
         "circular",
         geometry.grid,
-        "fft + power/gram iteration",
+        method,
     )
+
+
+def nearest_grid_sigma(
+    kernel: torch.Tensor,
+    geometry: ConvGeometry,
+    frequency: tuple[int, ...],
+    used: tuple[int, ...],
+    *,
+    groups: int,
+) -> float:
+    """σ_max(B(m)) at the alias frequency of ``geometry.grid`` nearest to ``frequency`` (an
+    alias index on the grid ``used``): a certified lower bound on σ_circ(geometry.grid)."""
+    stride = geometry.stride
+    mine = [n // s for n, s in zip(geometry.grid, stride, strict=True)]
+    theirs = [n // s for n, s in zip(used, stride, strict=True)]
+    m = np.array([[round(f * a / b) % a for f, a, b in zip(frequency, mine, theirs, strict=True)]])
+    k64 = kernel.detach().to(torch.float64)
+    block = frequency_block(
+        kernel_taps(k64), tuple(k64.shape), m, geometry.grid, stride=stride,
+        dilation=geometry.dilation, groups=groups,
+    )  # fmt: skip
+    top = float(torch.linalg.matrix_norm(block[0], ord=2).max())
+    return top * (1 - rounding_margin(max(block.shape[-2:]), torch.float64))
 
 
 def dense_norm_result(

@@ -21,7 +21,8 @@ import math
 import numpy as np
 import torch
 
-from convaudit.engine.circular_norm import CircularNorm, circular_sigma_max
+from convaudit.engine.circular_norm import CircularNorm
+from convaudit.engine.continuous import circular_upper
 from convaudit.engine.geometry import ConvGeometry, forward_geometry
 from convaudit.engine.lanczos import lanczos_sigma_max
 from convaudit.engine.operator import PaddedConv, pad_index
@@ -171,7 +172,7 @@ def padded_sigma_max(
 ) -> NormResult:
     """Certified bracket (and, with ``exact``, the converged value) of σ_max of the real operator."""
     grid_n, gain = bound_grid(geometry, mode)
-    circ = circular_sigma_max(
+    circ, factor, grid_n, method = circular_upper(
         kernel,
         grid_n,
         stride=geometry.stride,
@@ -180,10 +181,9 @@ def padded_sigma_max(
         rt=rt,
         tol=tol,
     )
-    upper = circ.upper * gain
-    method = f"circular bound on {'x'.join(map(str, grid_n))}" + (
-        f" x padding gain {gain:.4g}" if gain != 1 else ""
-    )
+    upper = circ.upper * math.sqrt(factor) * gain
+    if gain != 1:
+        method += f" x padding gain {gain:.4g}"
     if not exact:
         return NormResult(upper, 0.0, upper, False, "upper-bound", mode, geometry.grid, method)
     entries = min(
