@@ -273,7 +273,7 @@ def circular_sigma_max(
     size = chunk_size(rt, per, len(freqs), what="sigma_max")
     source = _GramSource(
         kernel64, grid, freqs, stride=stride, dilation=dilation, groups=groups,
-        max_bytes=max(rt.max_memory // 4, 1 << 20),
+        max_bytes=max(rt.max_memory // 16, 1 << 20),  # its pair products live ~3x over
     )  # fmt: skip
     n = source.size
     eig_margin = 8 * (n + 1) * UNIT  # eigensolver: |λ̃ - λ| <= p(n)·u·‖G‖

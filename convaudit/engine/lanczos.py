@@ -129,7 +129,8 @@ def _block_polish(
     best = current[:1]
     while used + current.shape[0] <= most:
         width = current.shape[0]
-        product = gram(current.reshape(width, *block.shape[1:])).reshape(width, -1)
+        # One vector at a time: a float64 conv's im2col buffer grows with the batch.
+        product = torch.cat([gram(v.reshape(1, *block.shape[1:])).reshape(1, -1) for v in current])
         images[used : used + width] = product
         cross = basis[: used + width] @ product.T  # (used + width, width)
         small[: used + width, used : used + width] = cross
@@ -162,6 +163,7 @@ def lanczos_sigma_max(
     max_products: int = 3000,
     fast_gram: Callable[[torch.Tensor], torch.Tensor] | None = None,
     max_bytes: int = 1 << 30,
+    lower_only: bool = False,
 ) -> LanczosResult:
     """σ_max of A from ``apply`` (x -> Ax) and ``gram`` (x -> AᵀAx) on a batch of one, float64.
 
@@ -170,7 +172,8 @@ def lanczos_sigma_max(
     ``FAST_TOL``, and a float64 block Lanczos from its top Ritz vectors finishes (its basis
     within ``max_bytes``). The result is accepted only if its float64 residual
     ‖AᵀAy - θy‖ <= 2·tol·θ (an eigenvalue within 2·tol·θ of θ: σ within tol); otherwise the
-    float64 ARPACK runs, from that vector.
+    float64 ARPACK runs, from that vector. With ``lower_only`` the first run's Ritz vector
+    gives the (float64, certified) lower bound and nothing more is spent on convergence.
     """
     n = start.numel()
     if n <= DENSE_LIMIT:
@@ -200,7 +203,7 @@ def lanczos_sigma_max(
             block = block.reshape(-1, *start.shape[1:])
             with torch.no_grad():
                 vec = block[:1]
-                if fast:
+                if fast and not lower_only:
                     most = min(POLISH_PRODUCTS, max_bytes // (16 * n))  # basis + images
                     vec, used = _block_polish(gram, block, tol / 2, most)
                     products += used
@@ -211,7 +214,8 @@ def lanczos_sigma_max(
             theta = float(image.norm()) ** 2 / max(norm2, 1e-300)
             residual = float((back - theta * vec).norm()) / max(theta * math.sqrt(norm2), 1e-300)
             # An eigenvalue lies within residual·θ of θ, so a σ within ~residual/2 of √θ.
-            if converged and residual <= 2 * tol:
+            if (converged and residual <= 2 * tol) or lower_only:
+                converged = converged and residual <= 2 * tol
                 break
             converged = False
             v0 = vec.reshape(-1).cpu().numpy()  # the float64 run starts from the best vector

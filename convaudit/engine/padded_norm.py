@@ -145,9 +145,11 @@ def _too_large_for_lanczos(
             geometry_entries(small.grid, kernel, groups, inputs=True) <= LANCZOS_MAX_ENTRIES
             or geometry_entries(small.out_size, kernel, groups, inputs=False) <= LANCZOS_MAX_ENTRIES
         ):
-            sub = padded_sigma_max(kernel, small, groups=groups, mode=mode, rt=rt, tol=tol)
+            sub = padded_sigma_max(
+                kernel, small, groups=groups, mode=mode, rt=rt, tol=tol, lower_only=True
+            )
             lower = min(sub.lower, upper)
-            how = f"lower: exact on the {'x'.join(map(str, small.grid))} sub-grid"
+            how = f"lower: Lanczos on the {'x'.join(map(str, small.grid))} sub-grid"
     return NormResult(
         upper,
         lower,
@@ -169,8 +171,10 @@ def padded_sigma_max(
     rt: Runtime,
     tol: float,
     exact: bool = True,
+    lower_only: bool = False,
 ) -> NormResult:
-    """Certified bracket (and, with ``exact``, the converged value) of σ_max of the real operator."""
+    """Certified bracket (and, with ``exact``, the converged value) of σ_max of the real operator.
+    ``lower_only``: one Lanczos run for a good certified lower bound, no convergence work."""
     grid_n, gain = bound_grid(geometry, mode)
     circ, factor, grid_n, method = circular_upper(
         kernel,
@@ -207,12 +211,14 @@ def padded_sigma_max(
             # warm start's image; ‖Aᵀu‖/‖u‖ is the lower bound there.
             res = lanczos_sigma_max(
                 op.adjoint, op.cogram, op.apply(start), tol=tol,
-                fast_gram=op32.cogram if op32 is not None else None, max_bytes=rt.max_memory // 2,
+                fast_gram=op32.cogram if op32 is not None else None, max_bytes=rt.max_memory // 4,
+                lower_only=lower_only,
             )  # fmt: skip
         else:
             res = lanczos_sigma_max(
                 op.apply, op.gram, start, tol=tol,
-                fast_gram=op32.gram if op32 is not None else None, max_bytes=rt.max_memory // 2,
+                fast_gram=op32.gram if op32 is not None else None, max_bytes=rt.max_memory // 4,
+                lower_only=lower_only,
             )  # fmt: skip
     lower = min(res.lower, upper)
     converged = res.converged or upper <= lower * (1 + tol)
