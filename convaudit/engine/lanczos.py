@@ -11,10 +11,13 @@ cluster in the Krylov space, so the largest is found. The start vector is the ca
 start mixed with an equal-norm seeded random vector, so every eigenvector has a component.
 The returned ``lower`` is ‖Ay‖/‖y‖ for the top Ritz vector y, in float64: a certified lower
 bound on σ_max (up to rounding); ``converged`` means ARPACK converged AND the float64 residual
-‖AᵀAy - θy‖ <= 2·tol·θ (so an eigenvalue lies within 2·tol·θ of θ = ‖Ay‖²/‖y‖², a singular
-value within tol of √θ). Callers pair it
-with a certified upper bound. The bulk of the products can run in float32 (``fast_gram``);
-the acceptance test is always float64.
+‖AᵀAy - θy‖ <= 2·tol·θ (so an eigenvalue lies within 2·tol·θ of θ = ‖Ay‖²/‖y‖², a singular value
+within tol of √θ). Callers pair it with a certified upper bound.
+
+Speed (CPU): the bulk of the products runs in float32 (``fast_gram``, 3-5x cheaper) to a loose
+tolerance, then a float64 block Lanczos started from ARPACK's top Ritz vectors finishes; the
+acceptance test is always float64. ARPACK's own BLAS runs on one thread: OpenBLAS workers
+spinning between its calls starved torch's conv threads (products measured 2-3x slower).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ FAST_TOL = 2e-3  # the float32 run's tolerance (measured best on ResNet-50's con
 
 @dataclass(frozen=True)
 class LanczosResult:
-    sigma: float  # sqrt of the top Ritz value
+    sigma: float  # √θ, θ = ‖Ay‖²/‖y‖² for the returned vector y (float64)
     lower: float  # ‖Ay‖/‖y‖ of the Ritz vector: certified lower bound
     residual: float  # float64 ‖AᵀAy - θy‖ / (θ‖y‖) of the returned vector
     converged: bool

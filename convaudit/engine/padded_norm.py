@@ -87,11 +87,10 @@ def warm_start(
 LANCZOS_MAX_ENTRIES = 1 << 22
 
 
-def geometry_entries(
-    size: tuple[int, ...], kernel: torch.Tensor, groups: int, *, inputs: bool
-) -> int:
-    channels = kernel.shape[1] * groups if inputs else kernel.shape[0]
-    return int(channels) * math.prod(size)
+def smaller_side(geometry: ConvGeometry, kernel: torch.Tensor, groups: int) -> int:
+    """Entries of the operator's smaller side (inputs or outputs): Lanczos' vector length."""
+    inputs = int(kernel.shape[1]) * groups * math.prod(geometry.grid)
+    return min(inputs, int(kernel.shape[0]) * math.prod(geometry.out_size))
 
 
 def sub_geometry(geometry: ConvGeometry, scale: float) -> ConvGeometry | None:
@@ -131,31 +130,28 @@ def _too_large_for_lanczos(
     rt: Runtime,
     tol: float,
 ) -> NormResult:
-    """An operator too large for Lanczos: the certified upper bound, and (zero padding) the
-    exact σ_max on a sub-grid as a certified lower bound."""
-    lower, how = 0.0, "no lower bound (the operator is too large for Lanczos)"
+    """An operator too large for Lanczos: the certified upper bound, and (zero padding) a
+    Lanczos lower bound on a sub-grid, where the operator is a compression of this one."""
+    lower, how = 0.0, "no lower bound"
     if mode == "zeros":
-        entries = min(
-            geometry_entries(geometry.grid, kernel, groups, inputs=True),
-            geometry_entries(geometry.out_size, kernel, groups, inputs=False),
+        scale = (LANCZOS_MAX_ENTRIES / 4 / smaller_side(geometry, kernel, groups)) ** (
+            1 / len(geometry.grid)
         )
-        scale = (LANCZOS_MAX_ENTRIES / 4 / entries) ** (1 / len(geometry.grid))
         small = sub_geometry(geometry, scale)
-        if small is not None and (
-            geometry_entries(small.grid, kernel, groups, inputs=True) <= LANCZOS_MAX_ENTRIES
-            or geometry_entries(small.out_size, kernel, groups, inputs=False) <= LANCZOS_MAX_ENTRIES
-        ):
+        if small is not None and smaller_side(small, kernel, groups) <= LANCZOS_MAX_ENTRIES:
             sub = padded_sigma_max(
                 kernel, small, groups=groups, mode=mode, rt=rt, tol=tol, lower_only=True
             )
             lower = min(sub.lower, upper)
             how = f"lower: Lanczos on the {'x'.join(map(str, small.grid))} sub-grid"
+    closed = upper <= lower * (1 + tol)
+    quantity: Quantity = "exact" if closed else "upper-bound"
     return NormResult(
         upper,
         lower,
         upper,
-        upper <= lower * (1 + tol),
-        "upper-bound",
+        closed,
+        quantity,
         mode,
         geometry.grid,
         f"{method}; {how} (the operator is too large for Lanczos)",
@@ -190,11 +186,7 @@ def padded_sigma_max(
         method += f" x padding gain {gain:.4g}"
     if not exact:
         return NormResult(upper, 0.0, upper, False, "upper-bound", mode, geometry.grid, method)
-    entries = min(
-        geometry_entries(geometry.grid, kernel, groups, inputs=True),
-        geometry_entries(geometry.out_size, kernel, groups, inputs=False),
-    )
-    if entries > LANCZOS_MAX_ENTRIES:
+    if smaller_side(geometry, kernel, groups) > LANCZOS_MAX_ENTRIES:
         return _too_large_for_lanczos(
             kernel, geometry, upper, method, groups=groups, mode=mode, rt=rt, tol=tol
         )
