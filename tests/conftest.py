@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
+# A damaged HDF5 file may hang libhdf5 in the metadata probe: fail fast in tests.
+os.environ.setdefault("CONVAUDIT_HDF5_PROBE_SECONDS", "10")
 sys.path.insert(0, str(Path(__file__).parent))  # for `import oracle`
 
 REPO = Path(__file__).resolve().parent.parent

@@ -28,6 +28,7 @@ from convaudit.errors import ModelFileError
 from convaudit.ir import ModelIR
 from convaudit.loaders import keras_h5 as kh5
 from convaudit.loaders import keras_tree as ktree
+from convaudit.loaders.hdf5_probe import probe_hdf5
 from convaudit.loaders.interface import Loader, LoadOptions
 from convaudit.loaders.keras_build import NO_CONFIG_NOTE, build_with_config, build_without_config
 from convaudit.loaders.keras_config import KModel, UnsupportedModelConfig, parse_model_config
@@ -65,6 +66,7 @@ def open_keras(path: Path) -> Iterator[_Opened]:
     with open(path, "rb") as f:
         head = f.read(4096)
     if _is_hdf5(head):
+        probe_hdf5(path)
         try:
             h5 = h5py.File(path, "r")
         except OSError as exc:
@@ -89,6 +91,7 @@ def open_keras(path: Path) -> Iterator[_Opened]:
         config = read_zip_member(path, zf, CONFIG_MEMBER)
         data = read_zip_member(path, zf, WEIGHTS_MEMBER)
         meta = read_zip_member(path, zf, "metadata.json") if "metadata.json" in names else b"{}"
+    probe_hdf5(path, data)
     try:
         h5 = h5py.File(io.BytesIO(data), "r")
     except OSError as exc:

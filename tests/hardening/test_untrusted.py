@@ -110,3 +110,37 @@ def test_keras_zip_bomb_is_refused_without_inflating(tmp_path, corpus):
     assert any(w in line for w in ("zip bomb", "expands", "limit")), line
     # The refusing process never held the inflated 2 GiB (python + torch alone is ~0.5 GiB).
     assert peak_mib < 1500, f"peak RSS {peak_mib:.0f} MiB"
+
+
+def test_hdf5_that_hangs_libhdf5_gives_one_error_line(tmp_path):
+    """A legacy .h5 whose global heap header is damaged makes libhdf5 loop forever inside one
+    C call (measured: h5py never returns). The metadata probe runs in a child process under a
+    time limit, so the user gets one error line and exit 2 instead of a hung process."""
+    import os
+    import subprocess
+
+    from conftest import REPO, cli_env
+
+    data = bytearray((REPO / "sample_models" / "keras_cnn.h5").read_bytes())
+    heap = data.index(b"GCOL")
+    data[heap + 9] = 235  # the collection's size now claims ~50 KiB past its end
+    bad = tmp_path / "heap.h5"
+    bad.write_bytes(bytes(data))
+    # Live payload: a plain h5py read of this file really does not return.
+    read = "import h5py, sys\nf = h5py.File(sys.argv[1], 'r')\n[f.attrs[k] for k in f.attrs]"
+    try:
+        subprocess.run([sys.executable, "-c", read, str(bad)], timeout=5, capture_output=True)
+        hangs = False
+    except subprocess.TimeoutExpired:
+        hangs = True
+    assert hangs, "the damaged file no longer hangs libhdf5: rebuild this fixture"
+    env = {**cli_env(), "CONVAUDIT_HDF5_PROBE_SECONDS": "3"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "convaudit", "spectrum", str(bad)],
+        capture_output=True, text=True, timeout=120, env=env, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "did not finish reading" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert os.path.getsize(bad) == len(data)  # the input is untouched
