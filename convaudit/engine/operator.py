@@ -52,6 +52,12 @@ class PaddedConv:
     def __init__(
         self, kernel: torch.Tensor, geometry: ConvGeometry, *, groups: int, mode: str
     ) -> None:
+        # Few input channels (an RGB stem): oneDNN's float32 conv is ~3x faster channels-last.
+        self.channels_last = (
+            kernel.ndim == 4 and kernel.dtype == torch.float32 and (kernel.shape[1] * groups <= 4)
+        )
+        if self.channels_last:
+            kernel = kernel.contiguous(memory_format=torch.channels_last)
         self.kernel = kernel
         self.geometry = geometry
         self.groups = groups
@@ -81,6 +87,8 @@ class PaddedConv:
         return flat
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         if self.mode == "zeros":
             # A plain constant pad (negative = crop) is much cheaper than gathering.
             x = F.pad(x, self._zero_pads())
