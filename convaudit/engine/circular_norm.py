@@ -81,8 +81,12 @@ def _lanczos_top(gram: torch.Tensor, steps: int) -> torch.Tensor:
         for _ in range(2):  # classical Gram-Schmidt, twice
             w = w - stack @ (stack.mH @ w)
         beta = w.norm(dim=-2, keepdim=True)
+        # An invariant subspace (beta ~ 0, e.g. a low-rank G) ends that matrix's Krylov space:
+        # its later vectors are zero, which only adds zero Ritz values.
+        alive = beta > 1e-12 * alpha.abs().clamp_min(torch.finfo(torch.float64).tiny)
+        beta = torch.where(alive, beta, torch.zeros_like(beta))
         betas.append(beta[:, 0, 0])
-        basis.append(w / beta.clamp_min(torch.finfo(torch.float64).tiny))
+        basis.append(torch.where(alive, w / beta.clamp_min(torch.finfo(torch.float64).tiny), 0))
     k = len(alphas)
     tri = torch.diag_embed(torch.stack(alphas, -1))
     off = torch.stack(betas[: k - 1], -1) if k > 1 else None

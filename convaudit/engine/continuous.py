@@ -111,7 +111,7 @@ def bracket_sup(
     alias = alias_for(degree, rel_width)
     if most is not None:
         alias = tuple(min(a, m) for a, m in zip(alias, most, strict=True))
-    # Within the work budget: shrink the finest axes until it fits (never below 2πD/√2 + 1).
+    # Within the work budget: shrink the finest axes until it fits (G > πD/√2 keeps C finite).
     floor = tuple(max(1, math.floor(math.pi * dd / math.sqrt(2)) + 1) for dd in degree)
     shape = tuple(kernel.shape)
 

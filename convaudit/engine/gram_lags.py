@@ -64,7 +64,7 @@ def lag_gram(
     groups: int,
     max_bytes: int = 1 << 28,
 ) -> LagGram:
-    """The lag coefficients of the smaller Gram matrix (see :func:`lag_gram_applies`)."""
+    """The lag coefficients of the smaller Gram matrix (where it exists: :func:`lag_pairs`)."""
     c_out, c_in_g = kernel.shape[:2]
     ksize = tuple(kernel.shape[2:])
     co_g = c_out // groups

@@ -55,6 +55,12 @@ def test_cholesky_certificate_and_power_lower_bound():
         low = _lanczos_top(gram, steps)
         assert torch.all(low <= lam * (1 + 1e-12))
     assert torch.allclose(_lanczos_top(gram, 6), lam, rtol=1e-10)  # 6 steps span C^6: exact
+    # low rank: the Krylov space ends early (beta = 0); no NaN, no value above λ_max
+    vecs = m[:, :, :1]
+    rank_one = vecs @ vecs.mH
+    top = _lanczos_top(rank_one, 6)
+    assert torch.all(torch.isfinite(top))
+    assert torch.allclose(top, torch.linalg.eigvalsh(rank_one)[:, -1], rtol=1e-10)
 
 
 def test_float32_bracket():
