@@ -20,9 +20,7 @@ DENSE_LIMIT = 4096
 
 
 def dense_fits(kernel_shape: tuple[int, ...], geometry: ConvGeometry, groups: int) -> bool:
-    c_in = kernel_shape[1] * groups
-    c_out = kernel_shape[0]
-    return max(c_in * math.prod(geometry.grid), c_out * math.prod(geometry.out_size)) <= DENSE_LIMIT
+    return max(geometry.sides(kernel_shape, groups)) <= DENSE_LIMIT
 
 
 def dense_singular_values(

@@ -112,6 +112,11 @@ class ConvGeometry:
         """Pad after the data that the taps actually read (negative: trailing inputs unread)."""
         return tuple(e - n + 1 for e, n in zip(self.last_read, self.grid, strict=True))
 
+    def sides(self, kernel_shape: tuple[int, ...], groups: int) -> tuple[int, int]:
+        """Entries of the operator's input and output for a ``(c_out, c_in/g, *k)`` kernel."""
+        inputs = kernel_shape[1] * groups * math.prod(self.grid)
+        return inputs, kernel_shape[0] * math.prod(self.out_size)
+
     def is_circular_exact(self) -> bool:
         """Output covers exactly one period: out·s == N per axis (MATH.md §1)."""
         return all(

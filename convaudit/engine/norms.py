@@ -16,7 +16,7 @@ from convaudit.engine.continuous import circular_upper, size_independent_bound
 from convaudit.engine.dense import dense_fits, dense_singular_values
 from convaudit.engine.frequencies import frequency_block, kernel_taps
 from convaudit.engine.geometry import ConvGeometry, Pads
-from convaudit.engine.operator import pad_index
+from convaudit.engine.operator import most_reads
 from convaudit.engine.padded_norm import padded_sigma_max
 from convaudit.engine.results import NormResult, Quantity
 from convaudit.engine.runtime import Runtime
@@ -167,18 +167,11 @@ def pointwise_norm_result(
     σ_max = σ_max(W) · √(most reads of one input) (0 if no input is read)."""
     nd = len(geometry.grid)
     copies = 1
-    for n, t, e, s, o in zip(
-        geometry.grid,
-        geometry.before,
-        geometry.last_read,
-        geometry.stride,
-        geometry.out_size,
-        strict=True,
+    for n, t, e, s in zip(
+        geometry.grid, geometry.before, geometry.last_read, geometry.stride, strict=True
     ):
-        idx, valid = pad_index(n, t, t + e + 1, mode, torch.device("cpu"))
-        reads = torch.arange(o) * s  # padded coordinate of each output's one tap
-        hit = idx[reads] if valid is None else idx[reads][valid[reads]]
-        copies *= int(torch.bincount(hit, minlength=n).max()) if hit.numel() else 0
+        # output j's one tap reads padded cell j·s; the last output reads cell t + e
+        copies *= most_reads(n, t, t + e + 1, mode, step=s)
     res = circular_sigma_max(
         kernel, (1,) * nd, stride=(1,) * nd, dilation=(1,) * nd, groups=groups, rt=rt, tol=tol
     )

@@ -46,6 +46,15 @@ def pad_index(
     raise UnsupportedLayerError(f"unknown padding mode {mode!r}")
 
 
+def most_reads(n: int, before: int, length: int, mode: str, *, step: int = 1) -> int:
+    """How many times the most-read of ``n`` input entries is read by the padded positions
+    ``-before .. length-before-1``, taken every ``step``-th (0 when none reads data)."""
+    idx, valid = pad_index(n, before, length, mode, torch.device("cpu"))
+    cells = torch.arange(0, length, step)
+    hit = idx[cells] if valid is None else idx[cells][valid[cells]]
+    return int(torch.bincount(hit, minlength=n).max()) if hit.numel() else 0
+
+
 class PaddedConv:
     """x ``(B, c_in, *grid)`` -> y ``(B, c_out, *out_size)`` exactly as the layer computes it."""
 

@@ -25,7 +25,7 @@ from convaudit.engine.circular_norm import CircularNorm
 from convaudit.engine.continuous import circular_upper
 from convaudit.engine.geometry import ConvGeometry, forward_geometry
 from convaudit.engine.lanczos import lanczos_sigma_max
-from convaudit.engine.operator import PaddedConv, pad_index
+from convaudit.engine.operator import PaddedConv, most_reads
 from convaudit.engine.results import NormResult, Quantity
 from convaudit.engine.runtime import Runtime
 from convaudit.errors import UnsupportedLayerError
@@ -35,11 +35,7 @@ def copy_gain(geometry: ConvGeometry, mode: str) -> float:
     """‖P‖ of the padding map: Π over axes of √(max number of copies of one input entry)."""
     gain = 1.0
     for n, t, e in zip(geometry.grid, geometry.before, geometry.last_read, strict=True):
-        idx, valid = pad_index(n, t, t + e + 1, mode, torch.device("cpu"))
-        if valid is not None:
-            idx = idx[valid]
-        if idx.numel():
-            gain *= math.sqrt(int(torch.bincount(idx, minlength=n).max()))
+        gain *= math.sqrt(most_reads(n, t, t + e + 1, mode) or 1)
     return gain
 
 
@@ -89,8 +85,7 @@ LANCZOS_MAX_ENTRIES = 1 << 22
 
 def smaller_side(geometry: ConvGeometry, kernel: torch.Tensor, groups: int) -> int:
     """Entries of the operator's smaller side (inputs or outputs): Lanczos' vector length."""
-    inputs = int(kernel.shape[1]) * groups * math.prod(geometry.grid)
-    return min(inputs, int(kernel.shape[0]) * math.prod(geometry.out_size))
+    return min(geometry.sides(tuple(kernel.shape), groups))
 
 
 def sub_geometry(geometry: ConvGeometry, scale: float) -> ConvGeometry | None:
