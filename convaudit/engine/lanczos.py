@@ -40,11 +40,15 @@ FAST_TOL = 2e-5  # the float32 run's tolerance (tuned on ResNet-50's convs, see 
 
 @dataclass(frozen=True)
 class LanczosResult:
-    sigma: float  # √θ, θ = ‖Ay‖²/‖y‖² for the returned vector y (float64)
-    lower: float  # ‖Ay‖/‖y‖ of the Ritz vector: certified lower bound
-    residual: float  # float64 ‖AᵀAy - θy‖ / (θ‖y‖) of the returned vector
+    lower: float  # ‖Ay‖/‖y‖ of the returned vector y (float64): certified lower bound
+    residual: float  # float64 ‖AᵀAy - θy‖ / (θ‖y‖), θ = ‖Ay‖²/‖y‖²
     converged: bool
     products: int  # number of operator products (AᵀA products, or columns for the dense path)
+
+    @property
+    def sigma(self) -> float:
+        """The estimate √θ: the lower bound itself (exact when ``converged``)."""
+        return self.lower
 
 
 def _mixed_start(start: torch.Tensor) -> np.ndarray:
@@ -64,7 +68,7 @@ def _dense(gram: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor) ->
     matrix = torch.cat([c.reshape(c.shape[0], -1) for c in cols]).cpu().numpy()
     lam = float(np.linalg.eigvalsh((matrix + matrix.T) / 2)[-1]) if matrix.size else 0.0
     sigma = math.sqrt(max(lam, 0.0))
-    return LanczosResult(sigma=sigma, lower=sigma, residual=0.0, converged=True, products=n)
+    return LanczosResult(lower=sigma, residual=0.0, converged=True, products=n)
 
 
 def _arpack(
@@ -225,7 +229,6 @@ def lanczos_sigma_max(
             v0 = vec.reshape(-1).cpu().numpy()  # the float64 run starts from the best vector
     lower = math.sqrt(max(theta, 0.0))
     return LanczosResult(
-        sigma=lower,
         lower=lower,
         residual=residual,
         converged=converged,
