@@ -225,14 +225,16 @@ def main(argv: list[str] | None = None) -> dict:
         )
 
     t_sig, sig_err, sig_exact = 0.0, 0.0, 0
+    # the full spectra carry the working precision's FFT rounding; the bracket is float64
+    slack = 1e-9 if args.dtype == "float64" else 1e-5
     for c in convs:
         t, res = timed(lambda c=c: top(c))
         t_sig += t
         sig_err = max(sig_err, abs(res.value - tops[c.name]) / tops[c.name])
         sig_exact += res.upper <= res.lower * (1 + opts.tol) * (1 + 1e-12)
-        assert res.lower <= tops[c.name] * (1 + 1e-9) and res.upper >= tops[c.name] * (1 - 1e-9), (
-            c.name
-        )
+        assert res.lower <= tops[c.name] * (1 + slack) and res.upper >= tops[c.name] * (
+            1 - slack
+        ), c.name
     report["sigma_max_all53_s"] = t_sig
     report["sigma_max_max_rel_error_vs_full"] = sig_err
     report["sigma_max_exact_count"] = int(sig_exact)

@@ -13,6 +13,7 @@ import torch
 
 from convaudit.engine.geometry import ConvGeometry
 from convaudit.engine.operator import PaddedConv
+from convaudit.engine.spectrum import device_svdvals
 from convaudit.errors import UnsupportedLayerError
 
 #: largest operator dimension (rows or columns) decomposed densely
@@ -38,5 +39,5 @@ def dense_singular_values(
     basis = torch.eye(n_in, dtype=kernel.dtype, device=kernel.device).reshape(n_in, *op.in_shape)
     with torch.no_grad():
         matrix = op.apply(basis).reshape(n_in, -1)
-    sv = torch.linalg.svdvals(matrix).cpu().numpy().astype(np.float64)
+    sv = device_svdvals(matrix)
     return np.sort(sv)[::-1]

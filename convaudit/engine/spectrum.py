@@ -1,7 +1,8 @@
 """Every singular value of the circular-padding conv operator (MATH.md §1), exact.
 
-Hermitian half of the frequencies, one SVD for 1×1 kernels, batched ``torch.linalg.svdvals``
-over frequency chunks sized to the memory budget, CPU worker threads or one CUDA stream.
+Hermitian half of the frequencies, one SVD for 1×1 kernels, batched LAPACK SVDs (CPU worker
+threads) or batched Hermitian eigensolves (CUDA, see ``device_svdvals``) over frequency chunks
+sized to the memory budget.
 """
 
 from __future__ import annotations
@@ -16,6 +17,36 @@ from convaudit.engine.results import ProgressCallback
 from convaudit.engine.runtime import Runtime, chunk_size, chunks, run_chunks, single_threaded_blas
 
 
+def device_svdvals(matrices: torch.Tensor) -> np.ndarray:
+    """Singular values of (batched) matrices on a torch device, descending, as float64 numpy.
+
+    Off the CPU they come from :func:`hermitian_svdvals` in double precision. Measured on an
+    H200 (torch 2.11, cuSOLVER, 28-1624 complex128 blocks of 64-512): 2.7-5.7x faster than
+    ``torch.linalg.svdvals`` and 3e-15·σ_max accurate against LAPACK, where svdvals was 4e-14 to
+    5e-13 off (and its complex64 version up to 3.6e-5). Single-precision entries are exact in
+    double, so the upcast loses nothing.
+    """
+    if matrices.device.type == "cpu":
+        return torch.linalg.svdvals(matrices).numpy().astype(np.float64)
+    matrices = matrices.to(torch.promote_types(matrices.dtype, torch.float64))
+    return hermitian_svdvals(matrices).cpu().numpy()
+
+
+def hermitian_svdvals(matrices: torch.Tensor) -> torch.Tensor:
+    """σ(A), descending, as the top eigenvalues of the Hermitian [[0, A], [Aᴴ, 0]].
+
+    Its eigenvalues are ±σ_i and |m − n| zeros (Jordan–Wielandt), and a backward-stable
+    Hermitian eigensolver perturbs each by at most a small multiple of u·σ_max: the same
+    normwise accuracy as an SVD (unlike the Gram matrix AᴴA, which squares it).
+    """
+    m, n = matrices.shape[-2:]
+    augmented = matrices.new_zeros(*matrices.shape[:-2], m + n, m + n)
+    augmented[..., :m, m:] = matrices
+    augmented[..., m:, :m] = matrices.mH
+    eigenvalues = torch.linalg.eigvalsh(augmented)  # ascending
+    return eigenvalues[..., m + n - min(m, n) :].flip(-1).clamp_min(0)
+
+
 def pointwise_spectrum(
     kernel: torch.Tensor, grid: tuple[int, ...], stride: tuple[int, ...], groups: int
 ) -> np.ndarray:
@@ -27,7 +58,7 @@ def pointwise_spectrum(
     if w.device.type == "cpu":  # numpy's LAPACK: faster here than torch's (see frequency_svdvals)
         sv = np.linalg.svd(w.numpy(), compute_uv=False).astype(np.float64).reshape(-1)
     else:
-        sv = torch.linalg.svdvals(w).cpu().numpy().astype(np.float64).reshape(-1)
+        sv = device_svdvals(w).reshape(-1)
     n_alias = math.prod(stride)
     zeros = groups * (min(co_g, c_in_g * n_alias) - min(co_g, c_in_g))
     per_freq = np.concatenate([sv, np.zeros(zeros)])
@@ -79,8 +110,9 @@ def frequency_svdvals(
     shape = tuple(kernel.shape)
     c_out, c_in_g = shape[:2]
     on_cpu = rt.device.type == "cpu"
-    itemsize = rt.itemsize if on_cpu else 16  # CUDA SVDs run in complex128 (see below)
-    per_freq = c_out * c_in_g * math.prod(stride) * itemsize
+    per_freq = c_out * c_in_g * math.prod(stride) * rt.itemsize
+    if not on_cpu:  # device_svdvals: complex128 [[0, B], [Bᴴ, 0]] per group, and its workspace
+        per_freq += 2 * groups * (c_out // groups + c_in_g * math.prod(stride)) ** 2 * 16
     size = chunk_size(rt, per_freq, len(freqs), what="singular values")
 
     def work(part: slice) -> np.ndarray:
@@ -92,12 +124,8 @@ def frequency_svdvals(
             # torch's MKL build on these batched small complex SVDs; same gesdd algorithm.
             sv_np = np.linalg.svd(blocks.numpy(), compute_uv=False)
             return sv_np.reshape(sv_np.shape[0], -1).astype(np.float64)
-        if blocks.dtype == torch.complex64:
-            # cuSOLVER's batched complex64 SVD was measured up to 3.6e-5·σ_max off on an H200;
-            # the blocks are exact in float32, so their SVD runs in float64 (cheap on a GPU).
-            blocks = blocks.to(torch.complex128)
-        sv = torch.linalg.svdvals(blocks)
-        return sv.reshape(sv.shape[0], -1).cpu().numpy().astype(np.float64)
+        sv = device_svdvals(blocks)
+        return sv.reshape(sv.shape[0], -1)
 
     parts = list(chunks(len(freqs), size))
     with single_threaded_blas():

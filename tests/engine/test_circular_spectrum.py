@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from oracle import circular_singular_values, dense_singular_values
 from strategies import conv_cases
 
 from convaudit.engine.api import singular_values
+from convaudit.engine.spectrum import hermitian_svdvals
 from convaudit.errors import UnsupportedLayerError
 
 
@@ -140,3 +142,24 @@ def test_bad_input_is_a_convaudit_error():
         singular_values(np.ones((2, 3)), (4, 4))
     with pytest.raises(UnsupportedLayerError, match="groups"):
         singular_values(np.ones((3, 1, 3, 3)), (4, 4), groups=2)
+
+
+@pytest.mark.parametrize(
+    "shape", [(6, 5, 9), (3, 12, 4), (2, 8, 8), (1, 1, 7), (4, 16, 48)], ids=str
+)
+@pytest.mark.parametrize("complex_", [False, True])
+def test_cuda_route_singular_values_match_lapack(shape, complex_):
+    # CUDA computes σ as the eigenvalues of [[0, A], [Aᴴ, 0]]; the route runs on any device,
+    # so it is checked here against LAPACK's SVD, rank deficiency and zero blocks included.
+    rng = np.random.default_rng(sum(shape))
+    a = rng.standard_normal(shape) + (1j * rng.standard_normal(shape) if complex_ else 0)
+    a[0, :, : shape[2] // 2] = a[0, :, shape[2] // 2 : 2 * (shape[2] // 2)]  # rank-deficient
+    a[-1] *= 1e-9
+    if shape[0] > 2:
+        a[1] = 0
+    got = hermitian_svdvals(torch.from_numpy(a)).numpy()
+    want = np.linalg.svd(a, compute_uv=False)
+    assert got.shape == want.shape
+    assert np.all(np.diff(got, axis=-1) <= 0)
+    scale = want.max(axis=-1, keepdims=True)
+    assert np.all(np.abs(got - want) <= 1e-13 * np.maximum(scale, 1e-300) + 1e-300)
