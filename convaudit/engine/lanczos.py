@@ -3,21 +3,28 @@
 Small operators (at most ``DENSE_LIMIT`` inputs): AᵀA is formed column by column from ``gram``
 and its top eigenvalue comes from LAPACK (float64): exact up to rounding.
 
-Larger ones: implicitly restarted Lanczos (ARPACK, via scipy) on AᵀA asking for the top
-``WANTED`` eigenvalues at once, not just one. A single-vector Lanczos warm-started near the
+Larger ones: thick-restart Lanczos (Wu & Simon) on AᵀA in torch, keeping the top ``WANTED``
+Ritz vectors at every restart, not just one. A single-vector Lanczos warm-started near the
 second of a near-degenerate top pair can settle on it with a small residual (the residual only
-certifies that SOME eigenvalue is nearby); tracking several Ritz values keeps the whole top
+certifies that SOME eigenvalue is nearby); keeping several Ritz vectors keeps the whole top
 cluster in the Krylov space, so the largest is found. The start vector is the caller's warm
 start mixed with an equal-norm seeded random vector, so every eigenvector has a component.
 The returned ``lower`` is ‖Ay‖/‖y‖ for the top Ritz vector y, in float64: a certified lower
-bound on σ_max (up to rounding); ``converged`` means ARPACK converged AND the float64 residual
-‖AᵀAy - θy‖ <= 2·tol·θ (so an eigenvalue lies within 2·tol·θ of θ = ‖Ay‖²/‖y‖², a singular value
-within tol of √θ). Callers pair it with a certified upper bound.
+bound on σ_max (up to rounding); ``converged`` means the Lanczos converged AND the float64
+residual ‖AᵀAy - θy‖ <= 2·tol·θ (so an eigenvalue lies within 2·tol·θ of θ = ‖Ay‖²/‖y‖², a
+singular value within tol of √θ). Callers pair it with a certified upper bound. If that test
+fails, ARPACK (implicitly restarted Lanczos, float64, all ``WANTED`` values converged) runs
+from the best vector: a slower, independent second method.
 
-Speed (CPU): the bulk of the products runs in float32 (``fast_gram``, 3-5x cheaper) to a loose
-tolerance, then a float64 block Lanczos started from ARPACK's top Ritz vectors finishes; the
-acceptance test is always float64. ARPACK's own BLAS runs on one thread: OpenBLAS workers
-spinning between its calls starved torch's conv threads (products measured 2-3x slower).
+Speed (CPU): the products run in float32 (``fast_gram``, 3-5x cheaper) down to ``tol`` itself
+(``FAST_TOL`` at the least: float32 rounding stalls Lanczos not far below), then a float64
+block Lanczos from the top Ritz vectors checks and, if needed, finishes; the acceptance test is
+always float64. The restarted Lanczos stops when its top two Ritz pairs have converged, where
+ARPACK waits for all ``WANTED``: on ResNet-50 about a quarter fewer products in all
+(benchmarks/README.md). Its reorthogonalisation costs
+about as much per product as ARPACK's (both are memory-bound). ARPACK's own BLAS runs on one
+thread: OpenBLAS workers spinning between its calls starved torch's conv threads (products
+measured 2-3x slower).
 """
 
 from __future__ import annotations
@@ -35,7 +42,11 @@ from convaudit.engine.runtime import single_threaded_blas
 DENSE_LIMIT = 1024  # inputs up to which the dense SVD is cheaper and exact
 WANTED = 6  # top eigenvalues tracked together (covers near-degenerate clusters)
 POLISH_PRODUCTS = 60  # most float64 products finishing a float32 run
-FAST_TOL = 2e-5  # the float32 run's tolerance (tuned on ResNet-50's convs, see benchmarks)
+RESTART_BASIS = 32  # Krylov vectors the thick-restart Lanczos stores (ARPACK's ncv, same role)
+#: Ritz pairs that must converge: a single converged pair can sit between a near-degenerate
+#: top pair (small residual, wrong value); two cannot (ARPACK waits for all ``WANTED``).
+CONVERGED_PAIRS = 2
+FAST_TOL = 1e-6  # the float32 run's tolerance floor (float32 rounding stalls Lanczos not far below)
 
 
 @dataclass(frozen=True)
@@ -111,6 +122,67 @@ def _arpack(
     return evecs[:, order].T.astype(np.float64), converged, products
 
 
+def _thick_restart(
+    gram: Callable[[torch.Tensor], torch.Tensor],
+    shape: torch.Size,
+    v0: torch.Tensor,
+    *,
+    tol: float,
+    max_products: int,
+) -> tuple[torch.Tensor, bool, int]:
+    """Thick-restart Lanczos on x -> AᵀAx in ``v0``'s dtype and device: (the top ``WANTED`` Ritz
+    vectors ``(k, n)``, best first, converged, products). Converged when the top
+    ``CONVERGED_PAIRS`` Ritz pairs' residuals |β·s_j| are at most ``tol``·θ.
+
+    Every new vector is reorthogonalised against the whole stored basis (classical
+    Gram-Schmidt, repeated when it cancelled: DGKS). At a restart the top ``WANTED`` Ritz
+    vectors and the last Lanczos vector become the new basis; the projected matrix is then
+    diagonal plus one coupling row, and the Lanczos recurrence goes on from there."""
+    n = v0.numel()
+    size = min(RESTART_BASIS, n)
+    keep = max(1, min(WANTED, size - 2))
+    basis = v0.new_zeros((size + 1, n))
+    basis[0] = v0.reshape(-1) / v0.norm()
+    projected = torch.zeros((size, size), dtype=torch.float64)  # small: on the CPU
+    first, products = 0, 0
+    while True:
+        for j in range(first, size):
+            w = gram(basis[j].reshape(shape)).reshape(-1)
+            products += 1
+            coeffs = basis[: j + 1] @ w
+            w = w - coeffs @ basis[: j + 1]
+            norm = w.norm()
+            if norm < 0.7 * coeffs.norm():  # cancellation: orthogonalise once more
+                again = basis[: j + 1] @ w
+                w, coeffs = w - again @ basis[: j + 1], coeffs + again
+                norm = w.norm()
+            projected[j, j] = float(coeffs[j])
+            beta = float(norm)
+            theta, ritz = torch.linalg.eigh(projected[: j + 1, : j + 1])
+            # The Krylov space is invariant (or the whole space): its Ritz values are exact.
+            tiny = float(torch.finfo(torch.float64).tiny)
+            invariant = j + 1 == n or beta <= 1e-12 * max(abs(float(theta[-1])), tiny)
+            pairs = min(CONVERGED_PAIRS, j + 1)
+            residuals = (beta * ritz[j, -pairs:]).abs()
+            converged = invariant or bool((residuals <= tol * theta[-pairs:].abs()).all())
+            if converged or products >= max_products:
+                best = ritz.flip(-1)[:, :keep].to(basis)  # top first
+                return best.T @ basis[: j + 1], converged, products
+            basis[j + 1] = w / norm
+            if j + 1 < size:
+                projected[j, j + 1] = projected[j + 1, j] = beta
+        # Thick restart: the top Ritz vectors, then the last Lanczos vector.
+        best = ritz.flip(-1)[:, :keep]
+        basis[:keep] = best.to(basis).T @ basis[:size]
+        basis[keep] = basis[size]
+        coupling = beta * best[size - 1]
+        projected.zero_()
+        projected[:keep, :keep] = torch.diag(theta.flip(0)[:keep])
+        projected[:keep, keep] = coupling
+        projected[keep, :keep] = coupling
+        first = keep
+
+
 def _block_polish(
     gram: Callable[[torch.Tensor], torch.Tensor], block: torch.Tensor, target: float, most: int
 ) -> tuple[torch.Tensor, int]:
@@ -161,6 +233,21 @@ def _block_polish(
     return best.reshape(1, *block.shape[1:]), used
 
 
+def _rayleigh(
+    apply: Callable[[torch.Tensor], torch.Tensor],
+    gram: Callable[[torch.Tensor], torch.Tensor],
+    vec: torch.Tensor,
+) -> tuple[float, float]:
+    """θ = ‖Ay‖²/‖y‖² and the relative residual ‖AᵀAy - θy‖/(θ‖y‖), in float64."""
+    with torch.no_grad():
+        image = apply(vec)
+        back = gram(vec)
+    norm2 = float(vec.norm()) ** 2
+    theta = float(image.norm()) ** 2 / max(norm2, 1e-300)
+    residual = float((back - theta * vec).norm()) / max(theta * math.sqrt(norm2), 1e-300)
+    return theta, residual
+
+
 def lanczos_sigma_max(
     apply: Callable[[torch.Tensor], torch.Tensor],
     gram: Callable[[torch.Tensor], torch.Tensor],
@@ -175,58 +262,56 @@ def lanczos_sigma_max(
     """σ_max of A from ``apply`` (x -> Ax) and ``gram`` (x -> AᵀAx) on a batch of one, float64.
 
     ``start`` has the operator's input shape with a leading batch axis of 1. ``fast_gram`` is
-    the same AᵀA in float32 (CPU: products 3-5x cheaper): ARPACK runs on it first, to a loose
-    ``FAST_TOL``, and a float64 block Lanczos from its top Ritz vectors finishes (its basis
-    within ``max_bytes``). The result is accepted only if its float64 residual
-    ‖AᵀAy - θy‖ <= 2·tol·θ (an eigenvalue within 2·tol·θ of θ: σ within tol); otherwise the
-    float64 ARPACK runs, from that vector. With ``lower_only`` the first run's Ritz vector
+    the same AᵀA in float32 (CPU: products 3-5x cheaper): the thick-restart Lanczos runs on it
+    first, to a loose ``FAST_TOL``, and a float64 block Lanczos from its top Ritz vectors
+    finishes (its basis within ``max_bytes``); without it, the thick-restart Lanczos runs in
+    float64 to ``tol``. The result is accepted only if its float64 residual
+    ‖AᵀAy - θy‖ <= 2·tol·θ (an eigenvalue within 2·tol·θ of θ: σ within tol); otherwise
+    ARPACK runs in float64, from that vector. With ``lower_only`` the first run's Ritz vector
     gives the (float64, certified) lower bound and nothing more is spent on convergence.
     """
     n = start.numel()
     if n <= DENSE_LIMIT:
         return _dense(gram, start)
     like = start.to(torch.float64)
-    v0 = _mixed_start(start)
-    products = 0
-    converged = False
-    # OpenBLAS worker threads spin between ARPACK's calls and starve torch's conv threads
-    # (measured 2-3x slower products): ARPACK's BLAS runs on one thread.
-    with single_threaded_blas():
-        for dtype in (torch.float32, torch.float64):
-            if dtype == torch.float32 and fast_gram is None:
-                continue
-            fast = dtype == torch.float32
-            ritz, converged, used = _arpack(
-                fast_gram if fast and fast_gram is not None else gram,
-                start,
-                v0,
-                dtype=dtype,
-                # float32: only a good subspace; the float64 block Lanczos finishes the job
-                tol=max(tol, FAST_TOL) if fast else tol,
-                max_products=max_products - products,
-            )
+    fast = fast_gram is not None
+    v0 = torch.from_numpy(_mixed_start(start)).to(start.device)
+    # Eigenvalue accuracy tol/2 relative in λ gives ~tol/4 in σ: margin for the acceptance
+    # test. float32 stops at FAST_TOL/2 at the tightest; the float64 block Lanczos goes on.
+    ritz, converged, products = _thick_restart(
+        fast_gram if fast_gram is not None else gram,
+        start.shape,
+        v0.to(torch.float32 if fast else torch.float64),
+        tol=(max(tol, FAST_TOL) if fast else tol) / 2,
+        max_products=max_products,
+    )
+    block = ritz.to(like).reshape(-1, *start.shape[1:])
+    vec = block[:1]
+    with torch.no_grad():
+        if fast and not lower_only:
+            most = min(POLISH_PRODUCTS, max_bytes // (16 * n))  # basis + images
+            # target tol: half the acceptance residual below, measured 15 % faster
+            vec, used = _block_polish(gram, block, tol, most)
             products += used
-            block = torch.from_numpy(np.ascontiguousarray(ritz)).to(like)
-            block = block.reshape(-1, *start.shape[1:])
-            with torch.no_grad():
-                vec = block[:1]
-                if fast and not lower_only:
-                    most = min(POLISH_PRODUCTS, max_bytes // (16 * n))  # basis + images
-                    # target tol: half the acceptance residual below, measured 15 % faster
-                    vec, used = _block_polish(gram, block, tol, most)
-                    products += used
-                image = apply(vec)
-                back = gram(vec)
-            products += 1
-            norm2 = float(vec.norm()) ** 2
-            theta = float(image.norm()) ** 2 / max(norm2, 1e-300)
-            residual = float((back - theta * vec).norm()) / max(theta * math.sqrt(norm2), 1e-300)
-            # An eigenvalue lies within residual·θ of θ, so a σ within ~residual/2 of √θ.
-            if (converged and residual <= 2 * tol) or lower_only:
-                converged = converged and residual <= 2 * tol
-                break
-            converged = False
-            v0 = vec.reshape(-1).cpu().numpy()  # the float64 run starts from the best vector
+    theta, residual = _rayleigh(apply, gram, vec)
+    products += 1
+    # An eigenvalue lies within residual·θ of θ, so a σ within ~residual/2 of √θ.
+    converged = converged and residual <= 2 * tol
+    if not converged and not lower_only:
+        # The independent second method, in float64, from the best vector so far.
+        # OpenBLAS worker threads spin between ARPACK's calls and starve torch's conv threads
+        # (measured 2-3x slower products): ARPACK's BLAS runs on one thread.
+        with single_threaded_blas():
+            arpack_ritz, converged, used = _arpack(
+                gram, start, vec.reshape(-1).cpu().numpy(), dtype=torch.float64, tol=tol,
+                max_products=max(max_products - products, 1),
+            )  # fmt: skip
+        products += used
+        vec = torch.from_numpy(np.ascontiguousarray(arpack_ritz[:1])).to(like)
+        vec = vec.reshape(1, *start.shape[1:])
+        theta, residual = _rayleigh(apply, gram, vec)
+        products += 1
+        converged = converged and residual <= 2 * tol
     lower = math.sqrt(max(theta, 0.0))
     return LanczosResult(
         lower=lower,

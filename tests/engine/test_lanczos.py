@@ -92,3 +92,66 @@ def test_two_groups_with_almost_equal_norms(dense_limit, seed, scale, mode):
     assert res.exact
     assert abs(res.value - want) <= 1e-6 * want
     assert res.lower <= want * (1 + 1e-12)
+
+
+def _diagonal(values: np.ndarray):
+    diag = torch.from_numpy(values)
+    return (lambda x: diag * x), (lambda x: diag * diag * x)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.sampled_from([1500, 4000]))
+def test_thick_restart_finds_the_top_after_many_restarts(seed, n):
+    """A dense top of the spectrum (top gaps ~1e-4) needs several restarts of the 32-vector
+    basis; the top Ritz values must match the analytic ones, the best first."""
+    rng = np.random.default_rng(seed)
+    s = np.concatenate([1 - 1e-4 * np.arange(8), rng.uniform(0, 0.999, n - 8)])
+    _, gram = _diagonal(rng.permutation(s))
+    v0 = torch.from_numpy(rng.standard_normal(n))
+    vectors, converged, products = lanczos._thick_restart(
+        gram, torch.Size([1, n]), v0, tol=1e-9, max_products=5000
+    )
+    assert converged and products > lanczos.RESTART_BASIS
+    vectors = vectors / vectors.norm(dim=1, keepdim=True)
+    ritz = ((vectors * gram(vectors)).sum(1)).numpy()
+    assert np.all(np.diff(ritz) <= 1e-12)  # best first
+    assert abs(ritz[0] - 1.0) <= 1e-8
+    assert abs(ritz[1] - (1 - 1e-4) ** 2) <= 1e-8
+
+
+@pytest.mark.parametrize("n", [5, 40, 2000])
+def test_thick_restart_on_an_invariant_subspace(n):
+    """A rank-3 operator (and the whole space when n is small): Lanczos breaks down early and
+    its Ritz values are then exact."""
+    values = np.zeros(n)
+    values[[0, n // 2, n - 1]] = [2.0, 3.0, 0.5]
+    apply, gram = _diagonal(values)
+    start = torch.ones(1, n, dtype=torch.float64)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(lanczos, "DENSE_LIMIT", 0)
+        res = lanczos.lanczos_sigma_max(apply, gram, start, tol=1e-10)
+    assert res.converged
+    assert abs(res.sigma - 3.0) <= 1e-9
+    assert res.products <= 12
+
+
+def test_an_unfinished_float32_phase_is_finished_by_arpack_in_float64(monkeypatch):
+    """The float32 run only proposes a vector: when it and the polish leave the float64
+    residual above the acceptance level, ARPACK runs in float64 and must converge on the top."""
+    rng = np.random.default_rng(7)
+    n = 3000
+    s = rng.uniform(0, 0.9, n)
+    s[10], s[20] = 1.0, 1.0 - 1e-3
+    apply, gram = _diagonal(s)
+    s32 = torch.from_numpy(s**2).float()
+    monkeypatch.setattr(lanczos, "FAST_TOL", 1e-2)  # a loose float32 run ...
+    monkeypatch.setattr(lanczos, "POLISH_PRODUCTS", 0)  # ... and no polish
+    calls = []
+    arpack = lanczos._arpack
+    monkeypatch.setattr(lanczos, "_arpack", lambda *a, **k: calls.append(1) or arpack(*a, **k))
+    start = torch.from_numpy(rng.standard_normal((1, n)))
+    res = lanczos.lanczos_sigma_max(apply, gram, start, fast_gram=lambda x: s32 * x)
+    assert calls == [1]
+    assert res.converged
+    assert abs(res.sigma - 1.0) <= 1e-6
+    assert res.lower <= 1.0 + 1e-12
