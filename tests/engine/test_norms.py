@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from oracle import circular_singular_values, dense_singular_values
 from strategies import conv_cases, padded_cases
 
+from convaudit.engine import lanczos
 from convaudit.engine.api import operator_norm
 
 TOL = 1e-9  # rounding slack when comparing certified bounds with the dense truth
@@ -45,6 +46,38 @@ def test_zero_padding_exact_sigma_max(case):
     assert res.lower <= want * (1 + TOL)
     assert res.upper >= want * (1 - TOL)
     assert res.exact and res.quantity == "exact"
+    assert abs(res.value - want) <= 1e-6 * want
+
+
+@st.composite
+def lanczos_sized_cases(draw):
+    """Layers of 60-600 inputs: past the 32-vector Lanczos basis (so it restarts), small
+    enough for the dense truth."""
+    nd = draw(st.integers(1, 2))
+    grid = tuple(draw(st.integers(20, 60) if nd == 1 else st.integers(6, 12)) for _ in range(nd))
+    ksize = tuple(draw(st.integers(2, 5)) for _ in range(nd))
+    stride = tuple(draw(st.integers(1, 2)) for _ in range(nd))
+    pads = tuple(((k - 1) // 2, k // 2) for k in ksize)
+    c_in, c_out = draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    seed = draw(st.integers(0, 2**31 - 1))
+    kernel = np.random.default_rng(seed).standard_normal((c_out, c_in, *ksize))
+    mode = draw(st.sampled_from(["zeros", "reflect", "replicate"]))
+    return kernel, grid, stride, pads, mode
+
+
+@settings(max_examples=20, deadline=None)
+@given(lanczos_sized_cases())
+def test_lanczos_path_matches_dense(case):
+    """Forced through the Lanczos path (float32 thick restart, float64 check, ARPACK fallback)
+    instead of the dense eigensolver: still exact to 1e-6, bracket around the truth."""
+    kernel, grid, stride, pads, mode = case
+    nd = len(grid)
+    want = truth(kernel, grid, stride, (1,) * nd, 1, pads, mode)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(lanczos, "DENSE_LIMIT", 0)
+        res = operator_norm(kernel, grid, stride=stride, padding=pads, padding_mode=mode)
+    assert res.lower <= want * (1 + TOL) <= res.upper * (1 + 2 * TOL)
+    assert res.exact
     assert abs(res.value - want) <= 1e-6 * want
 
 
