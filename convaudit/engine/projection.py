@@ -24,8 +24,10 @@ from typing import Literal
 import numpy as np
 import torch
 
-from convaudit.engine.projection_torus import Geometry, Torus, cpu_workers, on_cpu_workers
-from convaudit.engine.results import ProgressCallback
+from convaudit.engine.circular_norm import circular_sigma_max as certified_circular_sigma_max
+from convaudit.engine.projection_torus import Geometry, Torus, all_cores, on_cpu_workers
+from convaudit.engine.results import EngineOptions, ProgressCallback
+from convaudit.engine.runtime import runtime
 
 Method = Literal["alternating", "dykstra", "rescale"]
 METHODS: tuple[str, ...] = ("alternating", "dykstra", "rescale")
@@ -43,8 +45,9 @@ _TORCH_DTYPES = {
 
 @dataclass(frozen=True)
 class ProjectionStats:
-    """What one projection did. σ values are σ_max of the circular operator on ``grid``
-    (times the operator's fixed multiplier, e.g. a folded BatchNorm), measured in float64."""
+    """What one projection did. σ values are certified upper bounds (float64, within 1e-6) on
+    σ_max of the circular operator on ``grid`` (times the operator's fixed multiplier, e.g. a
+    folded BatchNorm)."""
 
     method: str
     bound: float
@@ -153,7 +156,11 @@ def project_tensor(
     mult = None if multiplier is None else multiplier.to(device=k0.device, dtype=torch.float64)
     folded0 = k0 if mult is None else k0 * mult
     op64 = Torus(folded0, geometry, max_memory or _DEFAULT_CHUNK_BYTES)
-    sigma0 = op64.sigma_max(op64.embed(folded0))
+
+    def measure(folded: torch.Tensor) -> float:
+        return certified_sigma_upper(folded, geometry, max_memory)
+
+    sigma0 = measure(folded0)
     if sigma0 <= bound:
         stats = ProjectionStats(
             method, bound, geometry.grid, sigma0, sigma0, 0, 0.0, True, True, 1.0
@@ -183,7 +190,7 @@ def project_tensor(
         rescaled, folded0
     ):
         folded, fallback = rescaled, "rescale"
-    new, final_scale, sigma_after = _fit(op64, unfold, folded, bound, store_dtype, mult)
+    new, final_scale, sigma_after = _fit(measure, unfold, folded, bound, store_dtype, mult)
     stats = ProjectionStats(
         method=method,
         bound=bound,
@@ -201,15 +208,16 @@ def project_tensor(
 
 
 def _fit(
-    op: Torus,
+    measure: Callable[[torch.Tensor], float],
     unfold: Callable[[torch.Tensor], torch.Tensor],
     folded: torch.Tensor,
     bound: float,
     store_dtype: torch.dtype,
     mult: torch.Tensor | None,
 ) -> tuple[torch.Tensor, float, float]:
-    """Cast to the storage dtype, re-measure in float64, and shrink until the kernel AS STORED
-    is inside the ball (the methods stop at c·(1 + tol); rounding can add a few ulps)."""
+    """Cast to the storage dtype, re-measure (certified upper bound, float64), and shrink until
+    the kernel AS STORED is inside the ball (the methods stop at c·(1 + tol); rounding can add a
+    few ulps)."""
     eps = torch.finfo(store_dtype).eps
     # A hair under the bound, so that another float64 measurement (dense, Lanczos) agrees.
     target = bound * (1 - _MARGIN)
@@ -217,7 +225,7 @@ def _fit(
     sigma = math.inf
     for _ in range(16):
         stored = unfold(folded * scale).to(store_dtype).to(torch.float64)
-        sigma = op.sigma_max(op.embed(stored if mult is None else stored * mult))
+        sigma = measure(stored if mult is None else stored * mult)
         if sigma <= target:
             return stored, scale, sigma
         scale *= (target / sigma) * (1 - 4 * eps)
@@ -265,6 +273,27 @@ def _as_float64(array: np.ndarray | torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.array(array, np.float64))  # a copy: loaders hand out read-only views
 
 
+def certified_sigma_upper(
+    kernel: torch.Tensor, geometry: Geometry, max_memory: int | None = None
+) -> float:
+    """Certified upper bound (float64, within 1e-6 of the value) on σ_max of the circular
+    operator on ``geometry.grid``: the engine's certificate, one Cholesky per frequency instead
+    of every block's SVD (on ResNet-50 at 224x224, rescale clipping took 216 s with the SVDs)."""
+    with all_cores() as threads:
+        rt = runtime(
+            EngineOptions(device=str(kernel.device), max_memory=max_memory, threads=threads)
+        )
+        norm = certified_circular_sigma_max(
+            kernel.detach().to(torch.float64),
+            geometry.grid,
+            stride=geometry.stride,
+            dilation=geometry.dilation,
+            groups=geometry.groups,
+            rt=rt,
+        )
+    return norm.upper
+
+
 def circular_sigma_max(
     kernel: np.ndarray | torch.Tensor,
     geometry: Geometry,
@@ -272,14 +301,14 @@ def circular_sigma_max(
     multiplier: np.ndarray | torch.Tensor | None = None,
     max_memory: int | None = None,
 ) -> float:
-    """σ_max (float64) of ``multiplier ⊙ conv_kernel`` with circular padding on ``geometry.grid``."""
+    """Certified upper bound on σ_max (float64, within 1e-6) of ``multiplier ⊙ conv_kernel``
+    with circular padding on ``geometry.grid``."""
     k = _as_float64(kernel)
     if multiplier is not None:
         k = k * _as_float64(multiplier).to(k.device)
-    reduced = geometry.reduced(tuple(int(n) for n in k.shape[2:]))
-    with cpu_workers(k.device):
-        op = Torus(k, reduced, max_memory or _DEFAULT_CHUNK_BYTES)
-        return op.sigma_max(op.embed(k))
+    return certified_sigma_upper(
+        k, geometry.reduced(tuple(int(n) for n in k.shape[2:])), max_memory
+    )
 
 
 def project_matrix(

@@ -187,6 +187,20 @@ def cpu_workers(device: torch.device) -> Iterator[ThreadPoolExecutor | None]:
         torch.set_num_threads(workers)
 
 
+@contextlib.contextmanager
+def all_cores() -> Iterator[int]:
+    """Inside :func:`cpu_workers`, torch's intra-op threads back for a call that parallelises
+    itself (the engine's certified σ_max runs its own workers and multithreaded GEMMs)."""
+    pool = _POOL.get()
+    threads = pool._max_workers if pool is not None else torch.get_num_threads()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(before)
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
