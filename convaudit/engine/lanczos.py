@@ -20,7 +20,7 @@ Speed (CPU): the products run in float32 (``fast_gram``, 3-5x cheaper) down to `
 (``FAST_TOL`` at the least: float32 rounding stalls Lanczos not far below), then a float64
 block Lanczos from the top Ritz vectors checks and, if needed, finishes; the acceptance test is
 always float64. The restarted Lanczos stops when its top two Ritz pairs have converged, where
-ARPACK waits for all ``WANTED``: on ResNet-50 30 % fewer products in all (benchmarks/README.md).
+ARPACK waits for all ``WANTED``: on ResNet-50 a third fewer products (benchmarks/README.md).
 Its reorthogonalisation costs about as much per product as ARPACK's (both are memory-bound).
 ARPACK's own BLAS runs on one thread: OpenBLAS workers spinning between its calls starved
 torch's conv threads (products measured 2-3x slower).
