@@ -144,6 +144,7 @@ def _thick_restart(
     basis[0] = v0.reshape(-1) / v0.norm()
     projected = torch.zeros((size, size), dtype=torch.float64)  # small: on the CPU
     first, products = 0, 0
+    tiny = float(torch.finfo(torch.float64).tiny)
     while True:
         for j in range(first, size):
             w = gram(basis[j].reshape(shape)).reshape(-1)
@@ -159,7 +160,6 @@ def _thick_restart(
             beta = float(norm)
             theta, ritz = torch.linalg.eigh(projected[: j + 1, : j + 1])
             # The Krylov space is invariant (or the whole space): its Ritz values are exact.
-            tiny = float(torch.finfo(torch.float64).tiny)
             invariant = j + 1 == n or beta <= 1e-12 * max(abs(float(theta[-1])), tiny)
             pairs = min(CONVERGED_PAIRS, j + 1)
             residuals = (beta * ritz[j, -pairs:]).abs()
