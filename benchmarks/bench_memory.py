@@ -67,7 +67,7 @@ def build_model(folder: Path, channels: int) -> Path:
 
 def baseline_rss_mib() -> float:
     """Peak RSS of a child that only imports convaudit's CLI and torch (the fixed cost)."""
-    code = "import torch, convaudit.cli, convaudit.loaders.onnx, convaudit.analysis"
+    code = "import torch, convaudit.cli, convaudit.loaders.onnx.reader, convaudit.analysis"
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
     _, _, usage = os.wait4(proc.pid, 0)
     return usage.ru_maxrss / 1024

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from convaudit.loaders.interface import LoadOptions
-from convaudit.loaders.pytorch import PyTorchLoader
+from convaudit.loaders.pytorch.reader import PyTorchLoader
 
 
 class Bottleneck(nn.Module):

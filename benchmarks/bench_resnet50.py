@@ -34,10 +34,10 @@ import numpy as np
 import torch
 
 from convaudit.engine.api import operator_norm
-from convaudit.engine.circular_norm import circular_sigma_max
 from convaudit.engine.results import EngineOptions
 from convaudit.engine.runtime import runtime
-from convaudit.engine.spectrum import circular_spectrum
+from convaudit.engine.sigma.circular import circular_sigma_max
+from convaudit.engine.spectrum.circular import circular_spectrum
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Library code (never prints). The per-layer values come from :func:`convaudit.analysis.analyse`
 (the engine's sigma_max of each layer's real operator, plus the circular spectrum's sigma_min
 and condition when a limit needs them); the graph bound gets the engine's certified upper
-bounds injected (:class:`convaudit.network.LayerBounds`); the empirical lower bound runs the
+bounds injected (:class:`convaudit.network.graph.LayerBounds`); the empirical lower bound runs the
 model itself where a runtime can (ONNX via onnxruntime).
 """
 
@@ -15,12 +15,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from convaudit.analysis import AnalysisOptions, LayerResult, ModelReport, analyse
-from convaudit.empirical import EmpiricalBound, SearchOptions, search_autograd
-from convaudit.empirical_runtime import onnx_blackbox, torch_program
 from convaudit.errors import ConvauditError, InputShapeError, UnsupportedLayerError
-from convaudit.gate import LayerMetrics, ModelCheck
+from convaudit.gate.findings import LayerMetrics, ModelCheck
 from convaudit.ir import ConvLayer, ModelIR
-from convaudit.network import LayerBounds, NetworkBound, network_bound
+from convaudit.network.empirical import EmpiricalBound, SearchOptions, search_autograd
+from convaudit.network.empirical_runtime import onnx_blackbox, torch_program
+from convaudit.network.graph import LayerBounds, NetworkBound, network_bound
 
 #: progress(done, total, what)
 Progress = Callable[[int, int, str], None]

@@ -5,7 +5,7 @@
 1. load the model, select the layers (every conv for ``bound``; ``layers`` regex; per-layer
    bounds from ``bound_for`` (regex, value) rules, the first match winning; dense layers when
    named by a rule or with ``include_dense``);
-2. project each selected layer (:func:`convaudit.engine.projection_layer.project_layer`: the
+2. project each selected layer (:func:`convaudit.engine.projection.layer.project_layer`: the
    guarantee covers the layer's REAL operator, e.g. zero padding on the input size given);
 3. unless ``dry_run``, write a copy with only those kernels changed, atomically;
 4. post-check: reload the written file with convaudit's own loader, re-measure every clipped
@@ -23,9 +23,9 @@ import numpy as np
 
 from convaudit.atomic import atomic_path, check_destination
 from convaudit.engine.layer import analyse_layer, layer_upper_bound
-from convaudit.engine.projection import DEFAULT_TOL, METHODS, project_matrix
-from convaudit.engine.projection_any_size import CERTIFY_TOL
-from convaudit.engine.projection_layer import project_layer
+from convaudit.engine.projection.any_size import CERTIFY_TOL
+from convaudit.engine.projection.kernel import DEFAULT_TOL, METHODS, project_matrix
+from convaudit.engine.projection.layer import project_layer
 from convaudit.engine.results import EngineOptions, ProgressCallback
 from convaudit.errors import ConfigError, ConvauditError
 from convaudit.ir import ConvLayer, DenseLayer, Layer, ModelIR, SkippedLayer

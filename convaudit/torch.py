@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
-from convaudit.engine.projection import DEFAULT_TOL, project_tensor
-from convaudit.engine.projection_layer import projection_target
+from convaudit.engine.projection.kernel import DEFAULT_TOL, project_tensor
+from convaudit.engine.projection.layer import projection_target
 from convaudit.errors import ConfigError
 from convaudit.ir import ConvLayer
 

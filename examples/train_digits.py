@@ -23,7 +23,7 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 from convaudit.engine.layer import analyse_layer
-from convaudit.engine.projection_layer import certified_sigma
+from convaudit.engine.projection.layer import certified_sigma
 from convaudit.ir import ConvLayer
 from convaudit.torch import conv_layer_of, project_
 

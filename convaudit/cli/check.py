@@ -2,7 +2,7 @@
 
 Exit codes: 0 pass, 1 a limit is exceeded (or a regression against the baseline), 2 could not
 run. ``--exit-zero`` turns 1 into 0, never 2. Settings: command line > environment >
-``[tool.convaudit]`` / convaudit.toml > defaults (see convaudit.config).
+``[tool.convaudit]`` / convaudit.toml > defaults (see convaudit.gate.config).
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ from convaudit import __version__
 from convaudit.analysis import AnalysisOptions, require_convs
 from convaudit.atomic import check_destination
 from convaudit.audit import AuditOptions, audit_model
-from convaudit.baseline import Baseline, model_key, read_baseline, write_baseline
 from convaudit.cli.app import command
-from convaudit.cli.layers import (
+from convaudit.cli.options import (
     ARCH,
     FORCE,
     INPUT_SHAPE,
@@ -30,14 +29,17 @@ from convaudit.cli.layers import (
     TRUST_PICKLE,
     emit,
     load_irs,
+    parse_input_shapes,
+    resolve_device,
     stdout_width,
 )
-from convaudit.cli.options import parse_input_shapes, resolve_device
 from convaudit.cli.progress import LazyProgress, stderr_is_tty
-from convaudit.config import LIMIT_KEYS, Override, Settings, check_pattern, load_settings
 from convaudit.errors import ConfigError
-from convaudit.gate import GateResult, IgnoreRule, ModelCheck, baseline_entries, evaluate
-from convaudit.report.check_interface import CheckFormat, renderer
+from convaudit.gate.baseline import Baseline, model_key, read_baseline, write_baseline
+from convaudit.gate.config import LIMIT_KEYS, Override, Settings, check_pattern, load_settings
+from convaudit.gate.findings import GateResult, IgnoreRule, ModelCheck, baseline_entries, evaluate
+from convaudit.report.formats import CheckFormat
+from convaudit.report.formats import check_renderer as renderer
 
 _OVERRIDE = re.compile(r"^(?P<pattern>.+):(?P<key>" + "|".join(LIMIT_KEYS) + r")=(?P<value>[^=]+)$")
 

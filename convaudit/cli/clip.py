@@ -15,13 +15,19 @@ from typing import Any
 import typer
 
 from convaudit.cli.app import command
-from convaudit.cli.layers import ARCH, INPUT_SHAPE, TRUST_PICKLE
-from convaudit.cli.options import parse_bytes, parse_input_shapes, resolve_device
+from convaudit.cli.options import (
+    ARCH,
+    INPUT_SHAPE,
+    TRUST_PICKLE,
+    parse_bytes,
+    parse_input_shapes,
+    resolve_device,
+)
 from convaudit.cli.progress import LazyProgress, stderr_is_tty
 from convaudit.clipping import ClipOptions, ClipReport, clip_model, parse_bound_rule
-from convaudit.config import load_toml
-from convaudit.engine.projection import DEFAULT_TOL
+from convaudit.engine.projection.kernel import DEFAULT_TOL
 from convaudit.errors import EXIT_CHECK_FAILED, ConfigError
+from convaudit.gate.config import load_toml
 from convaudit.loaders import LoadOptions
 
 SCHEMA_VERSION = 1

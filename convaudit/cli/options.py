@@ -1,10 +1,19 @@
-"""Option parsing shared by the commands: input shapes, devices, byte sizes."""
+"""What the commands share: their common options, parsing of option values (input shapes,
+devices, byte sizes), reading the models and writing the report."""
 
 from __future__ import annotations
 
 import re
+import shutil
+import sys
+from pathlib import Path
 
+import typer
+
+from convaudit.atomic import atomic_open
 from convaudit.errors import ConfigError, InputShapeError
+from convaudit.ir import ModelIR
+from convaudit.loaders.interface import LoadOptions
 
 
 def parse_input_shapes(values: list[str] | None) -> dict[str, tuple[int, ...]]:
@@ -73,3 +82,56 @@ def resolve_device(device: str) -> str:
     if device != "cpu" and not device.startswith("cuda"):
         raise ConfigError(f"unknown device {device!r}", hint="use auto, cpu or cuda")
     return device
+
+
+#: hint when -o (or another output) names one of the input models: a report never replaces one
+NOT_AN_INPUT = "choose another output path; a report never replaces an input model"
+
+# Options shared with `spectrum` (defined once so help texts stay in step).
+INPUT_SHAPE = typer.Option(
+    None,
+    "--input-shape",
+    metavar="NAME=1,3,224,224",
+    help="Fix a model input's full shape (batch and channels included); repeatable.",
+)
+TRUST_PICKLE = typer.Option(
+    False,
+    "--trust-pickle",
+    help="Allow full unpickling of a PyTorch file. This RUNS CODE from the file: trusted files only.",
+)
+ARCH = typer.Option(
+    None,
+    "--arch",
+    metavar="MODULE:CALLABLE",
+    help="Build this architecture for a bare state_dict, to read every conv's geometry and input size.",
+)
+OUTPUT = typer.Option(
+    None, "-o", "--output", help="Write the report to FILE (atomically) instead of stdout."
+)
+FORCE = typer.Option(False, "--force", help="Replace existing output files.")
+
+
+def load_irs(
+    models: list[Path], input_shape: list[str] | None, trust_pickle: bool, arch: str | None
+) -> list[ModelIR]:
+    from convaudit.loaders import load_model
+
+    options = LoadOptions(
+        input_shapes=parse_input_shapes(input_shape), trust_pickle=trust_pickle, arch=arch
+    )
+    return [load_model(path, options) for path in models]
+
+
+def stdout_width() -> int | None:
+    """The terminal's width when stdout is one; None (a fixed wide layout) otherwise."""
+    return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+
+
+def emit(text: str, output: Path | None) -> None:
+    """The report to ``output`` (atomic; destination already checked) or to stdout."""
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    with atomic_open(output) as f:
+        f.write(text)

@@ -14,7 +14,7 @@ import typer
 from convaudit.analysis import AnalysisOptions, ModelReport, analyse, require_convs
 from convaudit.atomic import atomic_open, check_destination
 from convaudit.cli.app import command
-from convaudit.cli.layers import (
+from convaudit.cli.options import (
     ARCH,
     FORCE,
     INPUT_SHAPE,
@@ -23,11 +23,13 @@ from convaudit.cli.layers import (
     TRUST_PICKLE,
     emit,
     load_irs,
+    parse_bytes,
+    resolve_device,
     stdout_width,
 )
-from convaudit.cli.options import parse_bytes, resolve_device
 from convaudit.cli.progress import LazyProgress, stderr_is_tty
-from convaudit.report.interface import Format, RenderOptions, renderer
+from convaudit.report.formats import Format, renderer
+from convaudit.report.interface import RenderOptions
 
 
 class SigmaMode(str, Enum):

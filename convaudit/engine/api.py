@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from convaudit.engine.dense import dense_singular_values
 from convaudit.engine.geometry import (
     PaddingSpec,
     as_tuple,
@@ -21,10 +20,11 @@ from convaudit.engine.geometry import (
     resolve_padding,
     transposed_geometry,
 )
-from convaudit.engine.norms import any_size_norm, check_weight, conv_norm
 from convaudit.engine.results import EngineOptions, NormResult
 from convaudit.engine.runtime import Runtime, runtime
-from convaudit.engine.spectrum import circular_spectrum
+from convaudit.engine.sigma.methods import any_size_norm, check_weight, conv_norm
+from convaudit.engine.spectrum.circular import circular_spectrum
+from convaudit.engine.spectrum.dense import dense_singular_values
 from convaudit.errors import UnsupportedLayerError
 from convaudit.ir import PADDING_MODES
 

@@ -13,17 +13,17 @@ import numpy as np
 import torch
 
 from convaudit.engine.api import as_kernel
-from convaudit.engine.dense import dense_fits, dense_singular_values
 from convaudit.engine.geometry import (
     ConvGeometry,
     circular_same_geometry,
     forward_geometry,
     transposed_geometry,
 )
-from convaudit.engine.norms import any_size_norm, check_weight, conv_norm
 from convaudit.engine.results import EngineOptions, LayerSpectrum, NormResult, ProgressCallback
 from convaudit.engine.runtime import Runtime, runtime
-from convaudit.engine.spectrum import circular_spectrum
+from convaudit.engine.sigma.methods import any_size_norm, check_weight, conv_norm
+from convaudit.engine.spectrum.circular import circular_spectrum
+from convaudit.engine.spectrum.dense import dense_fits, dense_singular_values
 from convaudit.errors import UnsupportedLayerError
 from convaudit.ir import ConvLayer, DenseLayer
 

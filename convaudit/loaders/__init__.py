@@ -22,9 +22,9 @@ from convaudit.loaders.safety import UnexpectedLoaderError, check_regular_file
 # module name -> class name; imported lazily so that e.g. reading an ONNX file never imports
 # the Keras reader. Order matters: the first whose sniff() accepts the file wins.
 _LOADERS: tuple[tuple[str, str], ...] = (
-    ("convaudit.loaders.keras", "KerasLoader"),
-    ("convaudit.loaders.pytorch", "PyTorchLoader"),
-    ("convaudit.loaders.onnx", "OnnxLoader"),
+    ("convaudit.loaders.keras.reader", "KerasLoader"),
+    ("convaudit.loaders.pytorch.reader", "PyTorchLoader"),
+    ("convaudit.loaders.onnx.reader", "OnnxLoader"),
 )
 
 FORMATS = ("onnx", "pytorch", "keras")

@@ -1,6 +1,7 @@
 """Reporters: render results as text or images; they return strings or write files, never print.
 
-``spectrum``/``layers``: ``interface`` (formats, number formatting, ``renderer(fmt)``), ``table``
-(rich), ``json`` (schema in ``schemas/report.schema.json``), ``csv``, ``plot`` (matplotlib, the
-``plot`` extra). ``check``: ``check_*``, ``github``, ``junit``, ``sarif``.
+``formats`` maps each output format to its reporter; ``interface`` holds what they share (render
+options, number formatting). ``spectrum``/``layers``: ``table`` (rich), ``json`` (schema in
+``schemas/report.schema.json``), ``csv``, ``plot`` (matplotlib, the ``plot`` extra). ``check``:
+``check_table``, ``check_json``, ``github``, ``junit``, ``sarif``, with ``check_common``.
 """

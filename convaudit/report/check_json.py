@@ -10,8 +10,8 @@ import json
 from typing import Any
 
 from convaudit import __version__
-from convaudit.gate import CODES, Finding, GateResult, ModelCheck
-from convaudit.network import NAIVE_LABEL
+from convaudit.gate.findings import CODES, Finding, GateResult, ModelCheck
+from convaudit.network.graph import NAIVE_LABEL
 from convaudit.report.interface import round_float
 
 CHECK_SCHEMA_VERSION = "1.0"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from convaudit.gate import GateResult
-from convaudit.report.check_interface import network_lines
+from convaudit.gate.findings import GateResult
+from convaudit.report.check_common import network_lines
 from convaudit.report.table import to_text
 
 _STYLE = {"fail": "bold red", "warn": "yellow", "ignored": "dim", "baselined": "dim"}

@@ -8,8 +8,8 @@ rules: in messages ``%``, CR and LF are percent-encoded; in properties also ``:`
 
 from __future__ import annotations
 
-from convaudit.gate import GateResult
-from convaudit.report.check_interface import network_summary
+from convaudit.gate.findings import GateResult
+from convaudit.report.check_common import network_summary
 
 _LEVEL = {"fail": "error", "warn": "warning"}
 

@@ -1,17 +1,16 @@
-"""What every reporter shares: the output formats, and how numbers and shapes are written.
+"""What every reporter shares: render options, and how numbers and shapes are written.
 
 A reporter turns ModelReports (or ModelIRs, for ``convaudit layers``) into text; it never
-prints. ``render(fmt, ...)`` picks the reporter; a test proves the mapping exhaustive.
+prints. :mod:`convaudit.report.formats` maps each output format to its reporter. This module
+imports no reporter, so every reporter can import it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
 
-from convaudit.analysis import ModelReport
 from convaudit.engine.results import NormResult
 
 SCHEMA_VERSION = "1.0"
@@ -23,42 +22,11 @@ SPECTRUM_NOTE = (
 )
 
 
-class Format(str, Enum):
-    TABLE = "table"
-    JSON = "json"
-    CSV = "csv"
-
-    @property
-    def machine(self) -> bool:
-        """Machine formats get no progress bar and no ANSI codes."""
-        return self is not Format.TABLE
-
-
 @dataclass(frozen=True)
 class RenderOptions:
     full: bool = False  # every singular value in JSON
     width: int | None = None  # table width (None: the terminal's)
     color: bool = False  # ANSI styles in the table
-
-
-Renderer = Callable[[Sequence[ModelReport], RenderOptions], str]
-
-
-def renderer(fmt: Format) -> Renderer:
-    """The spectrum renderer for ``fmt`` (imported lazily: rich only for tables)."""
-    if fmt is Format.TABLE:
-        from convaudit.report.table import render_spectrum_table
-
-        return render_spectrum_table
-    if fmt is Format.JSON:
-        from convaudit.report.json import render_spectrum_json
-
-        return render_spectrum_json
-    if fmt is Format.CSV:
-        from convaudit.report.csv import render_spectrum_csv
-
-        return render_spectrum_csv
-    raise AssertionError(f"no renderer for {fmt}")  # pragma: no cover
 
 
 # --- shared formatting --------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 
-from convaudit.gate import Check, GateResult
+from convaudit.gate.findings import Check, GateResult
 
 
 def _name(check: Check) -> str:

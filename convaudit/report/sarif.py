@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from convaudit import __version__
-from convaudit.gate import CODES, STRICT_ONLY, Finding, GateResult
-from convaudit.report.check_interface import network_summary
+from convaudit.gate.findings import CODES, STRICT_ONLY, Finding, GateResult
+from convaudit.report.check_common import network_summary
 from convaudit.report.check_json import network_json
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"

@@ -7,7 +7,8 @@ import json
 
 from test_gate_formats import sample_result
 
-from convaudit.report.check_interface import CheckFormat, renderer
+from convaudit.report.formats import CheckFormat
+from convaudit.report.formats import check_renderer as renderer
 
 
 def test_check_table_golden(golden):

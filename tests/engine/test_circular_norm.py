@@ -10,12 +10,12 @@ from hypothesis import given, settings
 from oracle import circular_singular_values
 from strategies import conv_cases
 
-from convaudit.engine import circular_norm
-from convaudit.engine.circular_norm import _certify_below, _lanczos_top, circular_sigma_max
-from convaudit.engine.frequencies import alias_frequencies, frequency_block, kernel_taps
-from convaudit.engine.gram_lags import evaluate_gram, lag_gram
 from convaudit.engine.results import EngineOptions
 from convaudit.engine.runtime import runtime
+from convaudit.engine.sigma import circular as circular_norm
+from convaudit.engine.sigma.circular import _certify_below, _lanczos_top, circular_sigma_max
+from convaudit.engine.sigma.gram_lags import evaluate_gram, lag_gram
+from convaudit.engine.spectrum.frequencies import alias_frequencies, frequency_block, kernel_taps
 
 RT = runtime(EngineOptions())
 

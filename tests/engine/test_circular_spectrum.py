@@ -10,7 +10,7 @@ from oracle import circular_singular_values, dense_singular_values
 from strategies import conv_cases
 
 from convaudit.engine.api import singular_values
-from convaudit.engine.spectrum import hermitian_svdvals
+from convaudit.engine.spectrum.circular import hermitian_svdvals
 from convaudit.errors import UnsupportedLayerError
 
 

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from oracle import dense_singular_values
 
 import convaudit
-from convaudit.engine import lanczos
 from convaudit.engine.api import operator_norm
+from convaudit.engine.sigma import lanczos
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_models"
 

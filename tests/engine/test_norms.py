@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from oracle import circular_singular_values, dense_singular_values
 from strategies import conv_cases, padded_cases
 
-from convaudit.engine import lanczos
 from convaudit.engine.api import operator_norm
+from convaudit.engine.sigma import lanczos
 
 TOL = 1e-9  # rounding slack when comparing certified bounds with the dense truth
 
@@ -233,7 +233,7 @@ def test_sub_grid_is_a_compression_of_the_zero_padded_operator(case, scale):
     """σ_max on a sub-grid (same padding, stride, dilation) never exceeds the full grid's: the
     certified lower bound used when an operator is too large for Lanczos."""
     from convaudit.engine.geometry import forward_geometry
-    from convaudit.engine.padded_norm import sub_geometry
+    from convaudit.engine.sigma.padded import sub_geometry
 
     kernel, grid, stride, dilation, groups, pads = case
     if not fits(kernel, grid, dilation, pads):
@@ -249,7 +249,7 @@ def test_sub_grid_is_a_compression_of_the_zero_padded_operator(case, scale):
 
 
 def test_operator_too_large_for_lanczos_gets_a_certified_bracket(monkeypatch):
-    from convaudit.engine import padded_norm
+    from convaudit.engine.sigma import padded as padded_norm
 
     monkeypatch.setattr(padded_norm, "LANCZOS_MAX_ENTRIES", 100)
     kernel = np.random.default_rng(3).standard_normal((4, 3, 3, 3))
@@ -283,9 +283,9 @@ def _sigma_at(kernel, nu, stride, dilation):
 def test_size_independent_bracket_holds_off_every_grid(shape, stride, dilation):
     """S's upper bound (grid maximum times the trigonometric-polynomial factor) is above σ at
     random continuous frequencies and at the grid's midpoints, and the bracket is tight."""
-    from convaudit.engine.continuous import size_independent_bound
     from convaudit.engine.results import EngineOptions
     from convaudit.engine.runtime import runtime
+    from convaudit.engine.sigma.continuous import size_independent_bound
 
     kernel = np.random.default_rng(sum(shape)).standard_normal(shape)
     lower, upper, alias = size_independent_bound(
@@ -306,7 +306,7 @@ def test_huge_grids_are_bounded_through_s(monkeypatch, mode, stride):
     """Past GRID_WORK a grid's circular norm is bounded through S on a coarser grid; the
     bracket still holds the truth (circular: the paper's numpy formula on every frequency of
     the grid; zeros: the dense operator), and its lower end is a frequency of the grid."""
-    from convaudit.engine import continuous
+    from convaudit.engine.sigma import continuous
 
     monkeypatch.setattr(continuous, "GRID_WORK", 1.0)
     monkeypatch.setattr(continuous, "GRID_REL_WIDTH", 0.02)

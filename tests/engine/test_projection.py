@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from oracle import dense_matrix, dense_singular_values
 
-from convaudit.engine.projection_layer import certified_sigma, project_layer, projection_target
+from convaudit.engine.projection.layer import certified_sigma, project_layer, projection_target
 from convaudit.ir import BatchNormParams, ConvLayer
 
 RTOL = 1e-9  # float64 agreement between the FFT certificate and the dense SVD

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from convaudit.ir import ConvLayer, ModelIR
 from convaudit.loaders.interface import LoadOptions
-from convaudit.loaders.keras import KerasLoader
+from convaudit.loaders.keras.reader import KerasLoader
 
 CONV_CLASSES = ("Conv", "DepthwiseConv", "SeparableConv")
 

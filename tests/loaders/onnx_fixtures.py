@@ -20,7 +20,7 @@ from torch import nn
 
 from convaudit.ir import ModelIR
 from convaudit.loaders.interface import LoadOptions
-from convaudit.loaders.onnx import OnnxLoader
+from convaudit.loaders.onnx.reader import OnnxLoader
 
 
 class Net2d(nn.Module):

@@ -15,7 +15,7 @@ from keras_fixture_models import KerasCase, build_keras_files
 from keras_oracle import load
 
 from convaudit.errors import ModelFileError
-from convaudit.loaders.keras import KerasLoader
+from convaudit.loaders.keras.reader import KerasLoader
 
 pytestmark = pytest.mark.keras
 

@@ -15,7 +15,7 @@ from keras_oracle import check_against_keras, load
 
 from convaudit.errors import ModelFileError
 from convaudit.ir import ConvLayer, ModelIR
-from convaudit.loaders.keras import KerasLoader
+from convaudit.loaders.keras.reader import KerasLoader
 
 pytestmark = pytest.mark.keras
 SIZES = {"nested": {"dyn": (1, 12, 10, 2)}}

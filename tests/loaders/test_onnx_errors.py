@@ -19,7 +19,7 @@ from onnx_fixtures import Exported, Net1d, export
 from convaudit.errors import ConvauditError, ModelFileError
 from convaudit.loaders import detect
 from convaudit.loaders.interface import LoadOptions
-from convaudit.loaders.onnx import OnnxLoader
+from convaudit.loaders.onnx.reader import OnnxLoader
 
 SHAPE = (1, 2, 37)
 

@@ -15,7 +15,7 @@ from convaudit.errors import InputShapeError
 from convaudit.ir import ConvLayer, DenseLayer, ModelIR
 from convaudit.loaders import detect
 from convaudit.loaders.interface import LoadOptions
-from convaudit.loaders.onnx import OnnxLoader
+from convaudit.loaders.onnx.reader import OnnxLoader
 
 SHAPE_2D = (1, 3, 20, 24)
 

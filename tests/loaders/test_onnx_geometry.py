@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from convaudit.ir import ConvLayer
 from convaudit.loaders.interface import LoadOptions
-from convaudit.loaders.onnx import OnnxLoader
+from convaudit.loaders.onnx.reader import OnnxLoader
 
 
 def one_conv_model(

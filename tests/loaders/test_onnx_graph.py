@@ -17,8 +17,8 @@ from torch import nn
 
 from convaudit.ir import Graph, ModelIR
 from convaudit.loaders.interface import LoadOptions
-from convaudit.loaders.onnx import OnnxLoader
-from convaudit.loaders.onnx_resize import max_copies
+from convaudit.loaders.onnx.reader import OnnxLoader
+from convaudit.loaders.onnx.resize import max_copies
 
 
 def load(path: Path, **shapes: tuple[int, ...]) -> ModelIR:

@@ -14,7 +14,7 @@ from onnx_fixtures import load_once
 from convaudit.errors import InputShapeError
 from convaudit.ir import ConvLayer, ModelIR
 from convaudit.loaders.interface import LoadOptions
-from convaudit.loaders.onnx import OnnxLoader
+from convaudit.loaders.onnx.reader import OnnxLoader
 
 pytestmark = pytest.mark.real_models
 
@@ -136,7 +136,7 @@ def test_shufflenet_grouped_convs(light_irs: dict[str, ModelIR]) -> None:
 
 def test_content_sniffing_on_real_files(shared_models: Path, onnx_light_models: list[Path]) -> None:
     """Every real ONNX file is recognised by content alone; no other real file is claimed."""
-    from convaudit.loaders.onnx import looks_like_onnx
+    from convaudit.loaders.onnx.reader import looks_like_onnx
 
     onnx_files = [*shared_models.glob("*.onnx"), *onnx_light_models]
     others = [p for p in shared_models.iterdir() if p.suffix != ".onnx"]

@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from convaudit.ir import ModelIR
 from convaudit.loaders import write_kernels
 from convaudit.loaders.interface import LoadOptions
-from convaudit.loaders.onnx import OnnxLoader
+from convaudit.loaders.onnx.reader import OnnxLoader
 
 RNG = np.random.default_rng(3)
 

@@ -19,7 +19,7 @@ from convaudit.errors import UnsupportedLayerError
 from convaudit.ir import ConvLayer, ModelIR
 from convaudit.loaders import write_kernels
 from convaudit.loaders.interface import LoadOptions
-from convaudit.loaders.onnx import OnnxLoader
+from convaudit.loaders.onnx.reader import OnnxLoader
 
 SHAPE = (1, 3, 20, 24)
 

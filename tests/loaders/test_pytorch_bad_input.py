@@ -19,8 +19,8 @@ from convaudit.errors import (
     UntrustedPickleError,
 )
 from convaudit.loaders.interface import LoadOptions
-from convaudit.loaders.pytorch import PyTorchLoader
-from convaudit.loaders.pytorch_archive import LEGACY_MAGIC
+from convaudit.loaders.pytorch.archive import LEGACY_MAGIC
+from convaudit.loaders.pytorch.reader import PyTorchLoader
 
 PWNED = Path("/tmp/convaudit-test-pickle-ran")
 

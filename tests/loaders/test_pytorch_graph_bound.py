@@ -13,7 +13,7 @@ from oracle import dense_matrix
 from test_pytorch_loader import load, make
 
 from convaudit.ir import ConvLayer, DenseLayer, ModelIR
-from convaudit.network import LayerBounds, network_bound
+from convaudit.network.graph import LayerBounds, network_bound
 
 SMALL = {"2d": (1, 3, 8, 8), "1d": (1, 2, 12), "3d": (1, 1, 4, 4, 4)}
 

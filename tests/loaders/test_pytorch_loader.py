@@ -14,7 +14,7 @@ from torch import nn
 
 from convaudit.ir import ConvLayer, DenseLayer, ModelIR
 from convaudit.loaders.interface import LoadOptions
-from convaudit.loaders.pytorch import PyTorchLoader
+from convaudit.loaders.pytorch.reader import PyTorchLoader
 
 torch.manual_seed(0)
 

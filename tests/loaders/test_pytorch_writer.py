@@ -16,8 +16,8 @@ from torch import nn
 from convaudit.errors import ModelFileError
 from convaudit.ir import ConvLayer, ModelIR
 from convaudit.loaders.interface import LoadOptions
-from convaudit.loaders.pytorch import PyTorchLoader
-from convaudit.loaders.pytorch_archive import LEGACY_MAGIC
+from convaudit.loaders.pytorch.archive import LEGACY_MAGIC
+from convaudit.loaders.pytorch.reader import PyTorchLoader
 
 
 class SmallNet(nn.Module):

@@ -14,7 +14,8 @@ from handmade import handmade_report
 
 from convaudit.errors import ConfigError, ConvauditError
 from convaudit.report.csv import COLUMNS
-from convaudit.report.interface import Format, RenderOptions, describe_sigma, renderer, round_float
+from convaudit.report.formats import Format, renderer
+from convaudit.report.interface import RenderOptions, describe_sigma, round_float
 from convaudit.report.json import spectrum_schema
 
 

@@ -1,0 +1,218 @@
+"""σ_max of a conv's REAL operator, picking the right method for its padding and grid.
+
+Shared by the public API (:mod:`convaudit.engine.api`) and the layer analysis
+(:mod:`convaudit.engine.layer`). Every result is a :class:`NormResult` that says what it is.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from convaudit.engine.geometry import ConvGeometry, Pads
+from convaudit.engine.operator import most_reads
+from convaudit.engine.results import NormResult, Quantity
+from convaudit.engine.runtime import Runtime
+from convaudit.engine.sigma.circular import circular_sigma_max, rounding_margin
+from convaudit.engine.sigma.continuous import circular_upper, size_independent_bound
+from convaudit.engine.sigma.padded import padded_sigma_max
+from convaudit.engine.spectrum.dense import dense_fits, dense_singular_values
+from convaudit.engine.spectrum.frequencies import frequency_block, kernel_taps
+from convaudit.errors import UnsupportedLayerError
+
+METHODS = ("exact", "upper-bound")
+
+
+def check_weight(kernel: torch.Tensor) -> str:
+    """ "ok", "non-finite" (NaN/Inf anywhere) or "zero" (all zeros)."""
+    if not bool(torch.isfinite(kernel).all()):
+        return "non-finite"
+    if not bool(kernel.any()):
+        return "zero"
+    return "ok"
+
+
+def worst_copy_gain(pads: Pads, mode: str, *, same_circular: bool) -> float:
+    """‖P‖ of the padding map over EVERY input size (used when the size is unknown)."""
+    if mode == "zeros" or same_circular:
+        return 1.0
+    gain = 1.0
+    for t, a in pads:
+        # reflect: at most one mirror copy per side; replicate/circular: a one-entry axis is
+        # copied into every padded cell
+        copies = 1 + int(t > 0) + int(a > 0) if mode == "reflect" else 1 + t + a
+        gain *= math.sqrt(copies)
+    return gain
+
+
+def any_size_norm(
+    kernel: torch.Tensor,
+    *,
+    stride: tuple[int, ...],
+    dilation: tuple[int, ...],
+    groups: int,
+    pads: Pads,
+    mode: str,
+    rt: Runtime,
+    tol: float,
+) -> NormResult:
+    """The size-independent bound S (times the padding gain for reflect/replicate/circular)."""
+    same = (
+        mode == "circular"
+        and all(s == 1 for s in stride)
+        and all(
+            b + a == d * (k - 1)
+            for (b, a), d, k in zip(pads, dilation, kernel.shape[2:], strict=True)
+        )
+    )
+    gain = worst_copy_gain(pads, mode, same_circular=same)
+    lower, upper, alias = size_independent_bound(
+        kernel, stride=stride, dilation=dilation, groups=groups, rt=rt, tol=tol
+    )
+    where = "x".join(map(str, alias))
+    method = f"sup over frequencies: {where} alias grid x trigonometric-polynomial factor"
+    if gain != 1.0:
+        method += f" x padding gain {gain:.4g}"
+    return NormResult(
+        upper * gain, lower, upper * gain, False, "upper-bound", "any-size", None, method
+    )
+
+
+def circular_norm_result(
+    kernel: torch.Tensor, geometry: ConvGeometry, *, groups: int, rt: Runtime, tol: float
+) -> NormResult:
+    """Exact geometry (out·s = N): the FFT bracket, exact when it closes within tol. On huge
+    grids, S's bracket, with σ at the grid frequency nearest S's maximiser as the lower end."""
+    circ, factor, used, method = circular_upper(
+        kernel,
+        geometry.grid,
+        stride=geometry.stride,
+        dilation=geometry.dilation,
+        groups=groups,
+        rt=rt,
+        tol=tol,
+    )
+    upper = circ.upper * math.sqrt(factor)
+    lower, value = circ.lower, circ.value
+    if used != geometry.grid:
+        lower = nearest_grid_sigma(kernel, geometry, circ.frequency, used, groups=groups)
+        value = upper
+        method += "; lower: the layer's grid frequency nearest its maximiser"
+    else:
+        method = "fft + lanczos-ranked cholesky certificate"
+    exact = upper <= lower * (1 + tol)
+    quantity: Quantity = "exact" if exact else "upper-bound"
+    return NormResult(
+        value if exact else upper,
+        lower,
+        upper,
+        exact,
+        quantity,
+        "circular",
+        geometry.grid,
+        method,
+    )
+
+
+def nearest_grid_sigma(
+    kernel: torch.Tensor,
+    geometry: ConvGeometry,
+    frequency: tuple[int, ...],
+    used: tuple[int, ...],
+    *,
+    groups: int,
+) -> float:
+    """σ_max(B(m)) at the alias frequency of ``geometry.grid`` nearest to ``frequency`` (an
+    alias index on the grid ``used``): a certified lower bound on σ_circ(geometry.grid)."""
+    stride = geometry.stride
+    mine = [n // s for n, s in zip(geometry.grid, stride, strict=True)]
+    theirs = [n // s for n, s in zip(used, stride, strict=True)]
+    m = np.array([[round(f * a / b) % a for f, a, b in zip(frequency, mine, theirs, strict=True)]])
+    k64 = kernel.detach().to(torch.float64)
+    block = frequency_block(
+        kernel_taps(k64), tuple(k64.shape), m, geometry.grid, stride=stride,
+        dilation=geometry.dilation, groups=groups,
+    )  # fmt: skip
+    top = float(torch.linalg.matrix_norm(block[0], ord=2).max())
+    return top * (1 - rounding_margin(max(block.shape[-2:]), torch.float64))
+
+
+def dense_norm_result(
+    kernel: torch.Tensor, geometry: ConvGeometry, *, groups: int, mode: str, why: str
+) -> NormResult:
+    sv = dense_singular_values(
+        kernel.to(torch.float64), geometry, groups=groups, mode=mode, why=why
+    )
+    top = float(sv[0]) if sv.size else 0.0
+    margin = 16 * max(sv.size, 1) * float(np.finfo(np.float64).eps)
+    return NormResult(
+        top, top * (1 - margin), top * (1 + margin), True, "exact", mode, geometry.grid, "dense SVD"
+    )
+
+
+def pointwise_norm_result(
+    kernel: torch.Tensor,
+    geometry: ConvGeometry,
+    *,
+    groups: int,
+    mode: str,
+    rt: Runtime,
+    tol: float,
+) -> NormResult:
+    """1×1 kernels, any stride and padding: each output reads ONE input position, so the
+    operator is W ⊗ P with P a 0/1 matrix with one 1 per row (zeros: none on padded outputs).
+    PᵀP is the diagonal of how often each input is read, hence exactly
+    σ_max = σ_max(W) · √(most reads of one input) (0 if no input is read)."""
+    nd = len(geometry.grid)
+    copies = 1
+    for n, t, e, s in zip(
+        geometry.grid, geometry.before, geometry.last_read, geometry.stride, strict=True
+    ):
+        # output j's one tap reads padded cell j·s; the last output reads cell t + e
+        copies *= most_reads(n, t, t + e + 1, mode, step=s)
+    res = circular_sigma_max(
+        kernel, (1,) * nd, stride=(1,) * nd, dilation=(1,) * nd, groups=groups, rt=rt, tol=tol
+    )
+    gain = math.sqrt(copies)
+    exact = res.upper <= res.lower * (1 + tol)
+    quantity: Quantity = "exact" if exact else "upper-bound"
+    value = (res.value if exact else res.upper) * gain
+    method = "1x1: sigma_max(W)" + (f" x read-count gain {gain:.4g}" if gain not in (0, 1) else "")
+    return NormResult(
+        value, res.lower * gain, res.upper * gain, exact, quantity, mode, geometry.grid, method
+    )
+
+
+def conv_norm(
+    kernel: torch.Tensor,
+    geometry: ConvGeometry,
+    *,
+    groups: int,
+    mode: str,
+    method: str,
+    rt: Runtime,
+    tol: float,
+) -> NormResult:
+    """σ_max of the operator described by (kernel, geometry, padding mode)."""
+    if method not in METHODS:
+        raise UnsupportedLayerError(
+            f"unknown method {method!r}", hint="use 'exact' or 'upper-bound'"
+        )
+    if all(k == 1 for k in kernel.shape[2:]):
+        return pointwise_norm_result(kernel, geometry, groups=groups, mode=mode, rt=rt, tol=tol)
+    if mode == "circular":
+        if geometry.is_circular_exact():
+            return circular_norm_result(kernel, geometry, groups=groups, rt=rt, tol=tol)
+        if dense_fits(tuple(kernel.shape), geometry, groups):
+            return dense_norm_result(
+                kernel,
+                geometry,
+                groups=groups,
+                mode=mode,
+                why="circular padding outside the exact FFT geometry",
+            )
+    return padded_sigma_max(
+        kernel, geometry, groups=groups, mode=mode, rt=rt, tol=tol, exact=method == "exact"
+    )

@@ -1,0 +1,6 @@
+"""The full circular spectrum (MATH.md §1): every singular value by FFT + batched SVD.
+
+``fourier``/``frequencies`` build the kernel's frequency blocks (stride aliases, dilation,
+Hermitian half); ``circular`` runs the batched decompositions; ``dense`` is the dense-matrix
+fallback for geometries the FFT does not cover exactly.
+"""

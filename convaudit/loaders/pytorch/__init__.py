@@ -1,0 +1,7 @@
+"""PyTorch: state_dicts, training checkpoints, safetensors, TorchScript and ``torch.export``.
+
+``reader`` is the loader; ``archive`` reads files without running their code; ``statedict`` and
+``modules`` turn tensors and module trees into IR layers; ``arch``/``programs``/``graph``/
+``calls``/``ops`` trace an architecture for geometry and the network graph; ``writer`` writes
+clipped kernels back in the same format.
+"""
