@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from convaudit.engine.api import operator_norm
+from convaudit.engine.conv import Conv as EngineConv
 from convaudit.engine.results import EngineOptions
 from convaudit.engine.runtime import runtime
 from convaudit.engine.sigma.circular import circular_sigma_max
@@ -161,9 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def spectrum(c: Conv) -> np.ndarray:
         k = torch.as_tensor(kernels[c.name], dtype=rt.real, device=rt.device)
-        return circular_spectrum(
-            k, (c.grid, c.grid), stride=(c.stride,) * 2, dilation=(1, 1), groups=1, rt=rt
-        )
+        return circular_spectrum(EngineConv(k, (c.stride,) * 2, (1, 1)), (c.grid, c.grid), rt)
 
     spectrum(convs[1])  # warm-up (thread pool, LAPACK init)
     ref_time, ref_values, ref_measured = 0.0, {}, {}
@@ -214,15 +213,7 @@ def main(argv: list[str] | None = None) -> dict:
     # 3. sigma_max only
     def top(c: Conv):
         k = torch.as_tensor(kernels[c.name], dtype=rt.real, device=rt.device)
-        return circular_sigma_max(
-            k,
-            (c.grid, c.grid),
-            stride=(c.stride,) * 2,
-            dilation=(1, 1),
-            groups=1,
-            rt=rt,
-            tol=opts.tol,
-        )
+        return circular_sigma_max(EngineConv(k, (c.stride,) * 2, (1, 1)), (c.grid, c.grid), rt)
 
     t_sig, sig_err, sig_exact = 0.0, 0.0, 0
     # the full spectra carry the working precision's FFT rounding; the bracket is float64

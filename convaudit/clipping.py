@@ -24,7 +24,12 @@ import numpy as np
 from convaudit.atomic import atomic_path, check_destination
 from convaudit.engine.layer import analyse_layer, layer_upper_bound
 from convaudit.engine.projection.any_size import CERTIFY_TOL
-from convaudit.engine.projection.kernel import DEFAULT_TOL, METHODS, project_matrix
+from convaudit.engine.projection.kernel import (
+    DEFAULT_TOL,
+    METHODS,
+    ProjectionOptions,
+    project_matrix,
+)
 from convaudit.engine.projection.layer import project_layer
 from convaudit.engine.results import EngineOptions, ProgressCallback
 from convaudit.errors import ConfigError, ConvauditError
@@ -47,6 +52,10 @@ class ClipOptions:
     exact: bool = False
     device: str = "cpu"
     max_memory: int | None = None
+
+    @property
+    def projection(self) -> ProjectionOptions:
+        return ProjectionOptions(self.method, self.tol, self.max_iter, self.device, self.max_memory)
 
 
 @dataclass(frozen=True)
@@ -177,16 +186,7 @@ def _clip_one(
             stats, operator, kernel = res.stats, "dense (exact)", res.kernel
             before, after = stats.sigma_before, stats.sigma_after
         else:
-            proj = project_layer(
-                layer,
-                bound,
-                method=options.method,
-                tol=options.tol,
-                max_iter=options.max_iter,
-                fold_bn=fold,
-                device=options.device,
-                max_memory=options.max_memory,
-            )
+            proj = project_layer(layer, bound, options.projection, fold_bn=fold)
             stats, operator, kernel = proj.stats, proj.target.statement, proj.kernel
             before, after = proj.sigma_before, proj.sigma_after
     except ConvauditError as exc:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
-from convaudit.engine.projection.kernel import DEFAULT_TOL, project_tensor
+from convaudit.engine.projection.kernel import DEFAULT_TOL, ProjectionOptions, project_tensor
 from convaudit.engine.projection.layer import projection_target
 from convaudit.errors import ConfigError
 from convaudit.ir import ConvLayer
@@ -151,6 +151,7 @@ def project_(
     if input_shape is not None and len(input_shape) < 3:
         raise ConfigError(f"input_shape {input_shape} must be (batch, channels, *spatial)")
     sizes = _input_sizes(module, convs, input_shape)
+    options = ProjectionOptions(method=method, tol=tol, max_iter=max_iter)
     report = []
     for name, conv in convs.items():
         target = projection_target(conv_layer_of(name, conv, sizes.get(name)))
@@ -159,10 +160,8 @@ def project_(
             new, stats = project_tensor(
                 weight.detach(),
                 target.geometry,
-                bound=bound / target.gain,
-                method=method,
-                tol=tol,
-                max_iter=max_iter,
+                bound / target.gain,
+                options,
                 work_dtype=work_dtype,
             )
             if not stats.unchanged:

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from convaudit.engine.conv import Conv, LayerOperator
 from convaudit.engine.geometry import (
     PaddingSpec,
     as_tuple,
-    circular_same_geometry,
     forward_geometry,
     resolve_padding,
     transposed_geometry,
@@ -90,18 +90,11 @@ def singular_values(
     grid = _grid(input_size, nd)
     if transposed:
         grid = tuple(n * si for n, si in zip(grid, s, strict=True))
+    conv = Conv(kernel, s, d, groups)
     if all(n % si == 0 for n, si in zip(grid, s, strict=True)):
-        return circular_spectrum(
-            kernel, grid, stride=s, dilation=d, groups=groups, rt=rt, progress=progress
-        )
-    geometry = circular_same_geometry(grid, tuple(kernel.shape[2:]), s, d)
-    return dense_singular_values(
-        kernel,
-        geometry,
-        groups=groups,
-        mode="circular",
-        why=f"stride {s} does not divide the grid {grid}",
-    )
+        return circular_spectrum(conv, grid, rt, progress)
+    op = LayerOperator(conv, conv.circular_geometry(grid), "circular")
+    return dense_singular_values(op, why=f"stride {s} does not divide the grid {grid}")
 
 
 def operator_norm(
@@ -143,22 +136,14 @@ def operator_norm(
     ksize = tuple(kernel.shape[2:])
     s = as_tuple(stride, nd, "stride")
     d = as_tuple(dilation, nd, "dilation")
+    conv = Conv(kernel, s, d, groups)
     if input_size is None:
         # Pads only matter here through the padding gain of reflect/replicate/circular; "same"
         # without a size is taken as its stride-1 split (the total is what the gain uses).
         pads = resolve_padding(
             padding, None, ksize, (1,) * nd if isinstance(padding, str) else s, d
         )
-        return any_size_norm(
-            kernel,
-            stride=s,
-            dilation=d,
-            groups=groups,
-            pads=pads,
-            mode=padding_mode,
-            rt=rt,
-            tol=tol,
-        )
+        return any_size_norm(conv, pads, padding_mode, rt)
     grid = _grid(input_size, nd)
     pads = resolve_padding(padding, grid, ksize, s, d)
     if transposed:
@@ -170,6 +155,4 @@ def operator_norm(
         geometry = transposed_geometry(grid, ksize, s, d, pads, op)
     else:
         geometry = forward_geometry(grid, ksize, s, d, pads)
-    return conv_norm(
-        kernel, geometry, groups=groups, mode=padding_mode, method=method, rt=rt, tol=tol
-    )
+    return conv_norm(LayerOperator(conv, geometry, padding_mode), method, rt)

@@ -13,12 +13,8 @@ import numpy as np
 import torch
 
 from convaudit.engine.api import as_kernel
-from convaudit.engine.geometry import (
-    ConvGeometry,
-    circular_same_geometry,
-    forward_geometry,
-    transposed_geometry,
-)
+from convaudit.engine.conv import Conv, LayerOperator
+from convaudit.engine.geometry import ConvGeometry, forward_geometry, transposed_geometry
 from convaudit.engine.results import EngineOptions, LayerSpectrum, NormResult, ProgressCallback
 from convaudit.engine.runtime import Runtime, runtime
 from convaudit.engine.sigma.methods import any_size_norm, check_weight, conv_norm
@@ -31,12 +27,12 @@ from convaudit.ir import ConvLayer, DenseLayer
 CHEAP_SPECTRUM_WORK = 2e10
 
 
-def _kernel(layer: ConvLayer, fold_bn: bool, rt: Runtime) -> torch.Tensor:
+def layer_conv(layer: ConvLayer, fold_bn: bool, rt: Runtime) -> Conv:
+    """The layer's weights (folded with its BatchNorm when asked) on the runtime's device."""
     raw = layer.folded_kernel() if (fold_bn and layer.bn is not None) else layer.kernel
     t = torch.as_tensor(np.asarray(raw, dtype=np.float64))
-    if check_weight(t) == "non-finite":
-        return t
-    return as_kernel(t, rt)
+    kernel = t if check_weight(t) == "non-finite" else as_kernel(t, rt)
+    return Conv(kernel, layer.stride, layer.dilation, layer.groups)
 
 
 def layer_geometry(layer: ConvLayer) -> ConvGeometry | None:
@@ -57,51 +53,29 @@ def layer_geometry(layer: ConvLayer) -> ConvGeometry | None:
     )
 
 
-def _conv_sigma(
-    layer: ConvLayer, kernel: torch.Tensor, method: str, rt: Runtime, tol: float
-) -> NormResult:
+def _conv_sigma(layer: ConvLayer, conv: Conv, method: str, rt: Runtime) -> NormResult:
     if layer.transposed and layer.padding_mode != "zeros":
         raise UnsupportedLayerError(
             f"{layer.name}: transposed conv with {layer.padding_mode} padding"
         )
     geometry = layer_geometry(layer)
     if geometry is None:
-        return any_size_norm(
-            kernel,
-            stride=layer.stride,
-            dilation=layer.dilation,
-            groups=layer.groups,
-            pads=layer.padding,
-            mode=layer.padding_mode,
-            rt=rt,
-            tol=tol,
-        )
-    return conv_norm(
-        kernel,
-        geometry,
-        groups=layer.groups,
-        mode=layer.padding_mode,
-        method=method,
-        rt=rt,
-        tol=tol,
-    )
+        return any_size_norm(conv, layer.padding, layer.padding_mode, rt)
+    return conv_norm(LayerOperator(conv, geometry, layer.padding_mode), method, rt)
 
 
-def spectrum_work(
-    kernel_shape: tuple[int, ...], grid: tuple[int, ...], stride: tuple[int, ...], groups: int
-) -> float:
+def spectrum_work(conv: Conv, grid: tuple[int, ...]) -> float:
     """Rough SVD cost (multiply-adds) of the circular spectrum, to decide what is cheap."""
-    if all(k == 1 for k in kernel_shape[2:]):
+    if conv.pointwise:
         return 0.0
-    rows = kernel_shape[0] // groups
-    cols = kernel_shape[1] * math.prod(stride)
-    freqs = math.prod(grid) / math.prod(stride) / 2
-    return freqs * groups * min(rows, cols) ** 2 * max(rows, cols)
+    rows, cols = conv.rows, conv.cols
+    freqs = math.prod(grid) / math.prod(conv.stride) / 2
+    return freqs * conv.groups * min(rows, cols) ** 2 * max(rows, cols)
 
 
 def _spectrum(
     layer: ConvLayer,
-    kernel: torch.Tensor,
+    conv: Conv,
     full: bool,
     rt: Runtime,
     progress: ProgressCallback | None,
@@ -110,28 +84,13 @@ def _spectrum(
     grid = layer.operator_grid()
     if grid is None:
         return None, "input size unknown: no spectrum"
-    if (
-        not full
-        and spectrum_work(tuple(kernel.shape), grid, layer.stride, layer.groups)
-        > CHEAP_SPECTRUM_WORK
-    ):
+    if not full and spectrum_work(conv, grid) > CHEAP_SPECTRUM_WORK:
         return None, "full spectrum skipped (large); request it with full=True"
     if all(n % s == 0 for n, s in zip(grid, layer.stride, strict=True)):
-        sv = circular_spectrum(
-            kernel,
-            grid,
-            stride=layer.stride,
-            dilation=layer.dilation,
-            groups=layer.groups,
-            rt=rt,
-            progress=progress,
-        )
-        return sv, None
-    geometry = circular_same_geometry(grid, layer.kernel_size, layer.stride, layer.dilation)
-    if dense_fits(tuple(kernel.shape), geometry, layer.groups):
-        return dense_singular_values(
-            kernel, geometry, groups=layer.groups, mode="circular", why=""
-        ), None
+        return circular_spectrum(conv, grid, rt, progress), None
+    op = LayerOperator(conv, conv.circular_geometry(grid), "circular")
+    if dense_fits(op):
+        return dense_singular_values(op, why=""), None
     return (
         None,
         f"stride {layer.stride} does not divide the grid {grid}: no exact circular spectrum",
@@ -155,7 +114,8 @@ def analyse_layer(
     rt = runtime(options)
     if isinstance(layer, DenseLayer):
         return _dense_layer(layer)
-    kernel = _kernel(layer, fold_bn, rt)
+    conv = layer_conv(layer, fold_bn, rt)
+    kernel = conv.kernel
     folded = fold_bn and layer.bn is not None
     status = check_weight(kernel)
     base: dict[str, Any] = {"name": layer.name, "kind": layer.kind, "bn_folded": folded}
@@ -167,7 +127,7 @@ def analyse_layer(
     if status == "zero":
         zero = NormResult(0.0, 0.0, 0.0, True, "exact", layer.padding_mode, grid, "all-zero kernel")
         return LayerSpectrum(sigma_max=zero, status="zero", notes=("all-zero kernel",), **base)
-    sv, why = _spectrum(layer, kernel, full, rt, options.progress)
+    sv, why = _spectrum(layer, conv, full, rt, options.progress)
     if sigma == "none":
         norm = None
     elif (
@@ -191,7 +151,7 @@ def analyse_layer(
             "fft + svd",
         )
     else:
-        norm = _conv_sigma(layer, kernel, sigma, rt, options.tol)
+        norm = _conv_sigma(layer, conv, sigma, rt)
     notes = () if why is None else (why,)
     if sv is None:
         return LayerSpectrum(sigma_max=norm, notes=notes, **base)
@@ -250,8 +210,8 @@ def layer_upper_bound(
         if spec.sigma_max is None:
             raise UnsupportedLayerError(f"{layer.name}: weights contain NaN or Inf")
         return spec.sigma_max
-    kernel = _kernel(layer, fold_bn, rt)
-    status = check_weight(kernel)
+    conv = layer_conv(layer, fold_bn, rt)
+    status = check_weight(conv.kernel)
     if status == "non-finite":
         raise UnsupportedLayerError(
             f"{layer.name}: weights contain NaN or Inf", hint="no finite bound exists"
@@ -267,4 +227,4 @@ def layer_upper_bound(
             layer.operator_grid(),
             "all-zero kernel",
         )
-    return _conv_sigma(layer, kernel, "upper-bound", rt, options.tol)
+    return _conv_sigma(layer, conv, "upper-bound", rt)

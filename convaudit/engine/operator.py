@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from convaudit.engine.geometry import ConvGeometry
+from convaudit.engine.conv import LayerOperator
 from convaudit.errors import UnsupportedLayerError
 
 _CONV: dict[int, Callable[..., torch.Tensor]] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -70,9 +70,8 @@ def blocked_kernel(kernel: torch.Tensor, s: int) -> torch.Tensor:
 class PaddedConv:
     """x ``(B, c_in, *grid)`` -> y ``(B, c_out, *out_size)`` exactly as the layer computes it."""
 
-    def __init__(
-        self, kernel: torch.Tensor, geometry: ConvGeometry, *, groups: int, mode: str
-    ) -> None:
+    def __init__(self, op: LayerOperator) -> None:
+        kernel, geometry, groups, mode = op.conv.kernel, op.geometry, op.conv.groups, op.mode
         # Few input channels (an RGB stem): oneDNN's float32 conv is ~3x faster channels-last.
         self.channels_last = (
             kernel.ndim == 4 and kernel.dtype == torch.float32 and (kernel.shape[1] * groups <= 4)

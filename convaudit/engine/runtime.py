@@ -56,6 +56,8 @@ class Runtime:
     complex: torch.dtype
     max_memory: int
     threads: int
+    #: relative tolerance of iterative σ_max (certificates and Lanczos)
+    tol: float = 1e-6
 
     @property
     def itemsize(self) -> int:
@@ -86,7 +88,7 @@ def runtime(options: EngineOptions) -> Runtime:
     threads = options.threads if options.threads else torch.get_num_threads()
     if device.type != "cpu":
         threads = 1  # one stream: the GPU batches internally
-    return Runtime(device, real, cplx, int(budget), max(1, int(threads)))
+    return Runtime(device, real, cplx, int(budget), max(1, int(threads)), options.tol)
 
 
 def chunk_size(rt: Runtime, per_item_bytes: int, total: int, *, what: str) -> int:

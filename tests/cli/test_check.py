@@ -17,8 +17,8 @@ import jsonschema
 import pytest
 import torch
 import torch.nn as nn
+from check_samples import GITHUB_LINE, SARIF_SUBSET_SCHEMA
 from conftest import one_error_line
-from test_gate_formats import GITHUB_LINE, SARIF_SUBSET_SCHEMA
 from typer.testing import CliRunner, Result
 
 from convaudit.cli import app

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from test_gate_formats import sample_result
+from check_samples import sample_result
 
 from convaudit.report.formats import CheckFormat
 from convaudit.report.formats import check_renderer as renderer

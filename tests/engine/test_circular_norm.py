@@ -10,12 +10,13 @@ from hypothesis import given, settings
 from oracle import circular_singular_values
 from strategies import conv_cases
 
+from convaudit.engine.conv import Conv
 from convaudit.engine.results import EngineOptions
 from convaudit.engine.runtime import runtime
 from convaudit.engine.sigma import circular as circular_norm
 from convaudit.engine.sigma.circular import _certify_below, _lanczos_top, circular_sigma_max
 from convaudit.engine.sigma.gram_lags import evaluate_gram, lag_gram
-from convaudit.engine.spectrum.frequencies import alias_frequencies, frequency_block, kernel_taps
+from convaudit.engine.spectrum.frequencies import alias_frequencies, frequency_block
 
 RT = runtime(EngineOptions())
 
@@ -27,15 +28,7 @@ def test_bracket_contains_truth_and_closes(case):
     want = circular_singular_values(kernel, grid, stride=stride, dilation=dilation, groups=groups)[
         0
     ]
-    res = circular_sigma_max(
-        torch.as_tensor(kernel),
-        grid,
-        stride=stride,
-        dilation=dilation,
-        groups=groups,
-        rt=RT,
-        tol=1e-6,
-    )
+    res = circular_sigma_max(Conv(torch.as_tensor(kernel), stride, dilation, groups), grid, RT)
     assert res.lower <= want * (1 + 1e-12)
     assert res.upper >= want * (1 - 1e-12)
     assert res.upper <= res.lower * (1 + 1e-6) + 1e-300
@@ -66,16 +59,9 @@ def test_cholesky_certificate_and_power_lower_bound():
 def test_float32_bracket():
     kernel = np.random.default_rng(1).standard_normal((8, 8, 3, 3))
     want = circular_singular_values(kernel, (8, 8), stride=1, dilation=1)[0]
-    rt32 = runtime(EngineOptions(dtype="float32"))
-    res = circular_sigma_max(
-        torch.as_tensor(kernel, dtype=torch.float32),
-        (8, 8),
-        stride=(1, 1),
-        dilation=(1, 1),
-        groups=1,
-        rt=rt32,
-        tol=1e-5,
-    )
+    rt32 = runtime(EngineOptions(dtype="float32", tol=1e-5))
+    conv = Conv(torch.as_tensor(kernel, dtype=torch.float32), (1, 1), (1, 1), 1)
+    res = circular_sigma_max(conv, (8, 8), rt32)
     assert res.lower <= want * (1 + 1e-6) and res.upper >= want * (1 - 1e-6)
     assert abs(res.value - want) <= 1e-6 * want  # MATH.md §5: float32 σ_max to ~1e-7
 
@@ -88,9 +74,7 @@ def test_certified_path_without_direct_solves(monkeypatch_module, case):
     want = circular_singular_values(kernel, grid, stride=stride, dilation=dilation, groups=groups)[
         0
     ]
-    res = circular_sigma_max(
-        torch.as_tensor(kernel), grid, stride=stride, dilation=dilation, groups=groups, rt=RT
-    )
+    res = circular_sigma_max(Conv(torch.as_tensor(kernel), stride, dilation, groups), grid, RT)
     assert res.lower <= want * (1 + 1e-12)
     assert res.upper >= want * (1 - 1e-12)
     assert res.upper <= res.lower * (1 + 1e-6) + 1e-300
@@ -114,7 +98,7 @@ def test_lag_gram_eigenvalues_are_the_squared_spectrum(case):
     c_out, c_in_g = kernel.shape[:2]
     if c_out // groups > c_in_g * int(np.prod(stride)) and any(s > 1 for s in stride):
         return  # no lag form on the input side of a strided layer (the blocks path does it)
-    lags = lag_gram(torch.as_tensor(kernel), grid, stride=stride, dilation=dilation, groups=groups)
+    lags = lag_gram(Conv(torch.as_tensor(kernel), stride, dilation, groups), grid)
     freqs, _ = alias_frequencies(grid, stride, half=False)
     gram = evaluate_gram(lags, freqs)
     assert torch.allclose(gram, gram.mH, atol=1e-12)
@@ -141,18 +125,13 @@ def test_wider_layers_against_dense(c_out, c_in, k, stride, dilation, groups, gr
     want = circular_singular_values(
         kernel, (grid, grid), stride=(stride,) * 2, dilation=(dilation,) * 2, groups=groups
     )[0]
-    res = circular_sigma_max(
-        torch.as_tensor(kernel), (grid, grid), stride=(stride,) * 2, dilation=(dilation,) * 2,
-        groups=groups, rt=RT,
-    )  # fmt: skip
+    conv = Conv(torch.as_tensor(kernel), (stride,) * 2, (dilation,) * 2, groups)
+    res = circular_sigma_max(conv, (grid, grid), RT)
     assert res.lower <= want * (1 + 1e-12) <= res.upper * (1 + 2e-12)
     assert res.upper <= res.lower * (1 + 1e-6)
     assert abs(res.value - want) <= 1e-10 * want
     # the returned vector is a unit right singular vector of the reported frequency's block
-    block = frequency_block(
-        kernel_taps(torch.as_tensor(kernel)), kernel.shape, np.array([res.frequency]),
-        (grid, grid), stride=(stride,) * 2, dilation=(dilation,) * 2, groups=groups,
-    )[0, res.group]  # fmt: skip
+    block = frequency_block(conv, np.array([res.frequency]), (grid, grid))[0, res.group]
     v = torch.as_tensor(res.vector)
     assert abs(float(v.norm()) - 1) <= 1e-12
     assert abs(float((block @ v).norm()) - want) <= 1e-10 * want

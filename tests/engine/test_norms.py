@@ -283,15 +283,14 @@ def _sigma_at(kernel, nu, stride, dilation):
 def test_size_independent_bracket_holds_off_every_grid(shape, stride, dilation):
     """S's upper bound (grid maximum times the trigonometric-polynomial factor) is above σ at
     random continuous frequencies and at the grid's midpoints, and the bracket is tight."""
+    from convaudit.engine.conv import Conv
     from convaudit.engine.results import EngineOptions
     from convaudit.engine.runtime import runtime
     from convaudit.engine.sigma.continuous import size_independent_bound
 
     kernel = np.random.default_rng(sum(shape)).standard_normal(shape)
-    lower, upper, alias = size_independent_bound(
-        torch.as_tensor(kernel), stride=stride, dilation=dilation, groups=1,
-        rt=runtime(EngineOptions()), rel_width=1e-2,
-    )  # fmt: skip
+    conv = Conv(torch.as_tensor(kernel), stride, dilation, 1)
+    lower, upper, alias = size_independent_bound(conv, runtime(EngineOptions()), rel_width=1e-2)
     assert lower <= upper <= lower * (1 + 1.01e-2)
     rng = np.random.default_rng(0)
     points = list(rng.uniform(0, 2 * np.pi, (300, len(stride))))

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from convaudit.engine.conv import Conv, LayerOperator
 from convaudit.engine.geometry import forward_geometry
 from convaudit.engine.operator import PaddedConv
 
@@ -38,7 +39,7 @@ def test_adjoint_is_the_transpose(dtype, c_out, c_in, k, stride, grid, pads):
     rng = np.random.default_rng(c_out * 100 + k)
     kernel = torch.from_numpy(rng.standard_normal((c_out, c_in, k, k))).to(dtype)
     geometry = forward_geometry(grid, (k, k), (stride, stride), (1, 1), pads)
-    op = PaddedConv(kernel, geometry, groups=1, mode="zeros")
+    op = PaddedConv(LayerOperator(Conv(kernel, (stride, stride), (1, 1)), geometry, "zeros"))
     blocked = op._blocked is not None
     assert blocked == (dtype == torch.float32 and c_in <= 4 and stride > 1)
     forward = _matrix(op, op.in_shape, op.apply)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from oracle import dense_matrix, dense_singular_values
 
+from convaudit.engine.projection.kernel import ProjectionOptions
 from convaudit.engine.projection.layer import certified_sigma, project_layer, projection_target
 from convaudit.ir import BatchNormParams, ConvLayer
 
@@ -142,7 +143,10 @@ def test_projection_lands_in_the_ball_of_the_real_operator(case: Case) -> None:
     sigma0 = case.dense_sigma(k0)
     bound = 0.5 * sigma0
     layer = case.layer(k0)
-    results = {m: project_layer(layer, bound, method=m) for m in ("alternating", "rescale")}
+    results = {
+        m: project_layer(layer, bound, ProjectionOptions(method=m))
+        for m in ("alternating", "rescale")
+    }
     for method, res in results.items():
         dense = case.dense_sigma(res.kernel)
         assert dense <= bound * (1 + RTOL), (method, dense / bound)
@@ -164,7 +168,7 @@ def test_layer_inside_the_ball_is_returned_unchanged(case: Case) -> None:
     bound = 1.01 * certified_sigma(layer)
     assert case.dense_sigma(k0) <= bound
     for method in ("alternating", "dykstra", "rescale"):
-        res = project_layer(layer, bound, method=method)
+        res = project_layer(layer, bound, ProjectionOptions(method=method))
         assert res.stats.unchanged and res.stats.iterations == 0
         assert res.kernel is k0
         assert res.kernel.tobytes() == kernel_for(case, seed=1).astype(np.float32).tobytes()
@@ -204,7 +208,7 @@ def test_one_shot_clip_is_not_feasible_but_alternating_is() -> None:
         bound = fraction * sigma0
         one_shot = case.dense_sigma(one_shot_clip(k0, (8, 8), bound))
         assert one_shot > least_excess * bound
-        capped = project_layer(case.layer(k0), bound, max_iter=1)
+        capped = project_layer(case.layer(k0), bound, ProjectionOptions(max_iter=1))
         assert not capped.stats.converged and capped.stats.final_scale < 1 / least_excess
         res = project_layer(case.layer(k0), bound)
         assert res.stats.converged and res.stats.iterations > 1
@@ -216,9 +220,9 @@ def test_dykstra_is_feasible_and_near_the_nearest_point() -> None:
     k0 = kernel_for(case, seed=4)
     bound = 0.6 * case.dense_sigma(k0)
     layer = case.layer(k0)
-    dykstra = project_layer(layer, bound, method="dykstra")
+    dykstra = project_layer(layer, bound, ProjectionOptions(method="dykstra"))
     alternating = project_layer(layer, bound)
-    rescale = project_layer(layer, bound, method="rescale")
+    rescale = project_layer(layer, bound, ProjectionOptions(method="rescale"))
     assert case.dense_sigma(dykstra.kernel) <= bound * (1 + RTOL)
     assert distance(dykstra.kernel, k0) <= distance(alternating.kernel, k0) * 1.01
     assert distance(dykstra.kernel, k0) < distance(rescale.kernel, k0)
@@ -263,7 +267,7 @@ def test_float32_kernel_is_inside_the_ball_as_stored() -> None:
     k0 = kernel_for(case, seed=7).astype(np.float32)
     bound = 0.3 * case.dense_sigma(k0)
     for method in ("alternating", "rescale"):
-        res = project_layer(case.layer(k0), bound, method=method)
+        res = project_layer(case.layer(k0), bound, ProjectionOptions(method=method))
         assert res.kernel.dtype == np.float32
         assert case.dense_sigma(res.kernel.astype(np.float64)) <= bound
 

@@ -24,6 +24,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from convaudit.engine.conv import Conv
 from convaudit.engine.projection.torus import Geometry, Torus, all_cores, on_cpu_workers
 from convaudit.engine.results import EngineOptions, ProgressCallback
 from convaudit.engine.runtime import runtime
@@ -41,6 +42,17 @@ _TORCH_DTYPES = {
     "float32": torch.float32,
     "float64": torch.float64,
 }
+
+
+@dataclass(frozen=True)
+class ProjectionOptions:
+    """How a projection runs: the method, its tolerance and iteration cap, where it computes."""
+
+    method: str = "alternating"
+    tol: float = DEFAULT_TOL
+    max_iter: int | None = None  # None: the method's default (DEFAULT_MAX_ITER)
+    device: str = "cpu"
+    max_memory: int | None = None  # frequency chunks' budget, bytes (None: 256 MiB)
 
 
 @dataclass(frozen=True)
@@ -124,15 +136,12 @@ def _relative_change(kernel: torch.Tensor, kernel0: torch.Tensor) -> float:
 def project_tensor(
     kernel: torch.Tensor,
     geometry: Geometry,
-    *,
     bound: float,
-    method: str = "alternating",
-    tol: float = DEFAULT_TOL,
-    max_iter: int | None = None,
+    options: ProjectionOptions = ProjectionOptions(),
+    *,
     multiplier: torch.Tensor | None = None,
     work_dtype: torch.dtype = torch.float64,
     storage_dtype: torch.dtype | None = None,
-    max_memory: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> tuple[torch.Tensor, ProjectionStats]:
     """Project ``kernel`` (any float dtype, any device) so that the operator
@@ -146,6 +155,8 @@ def project_tensor(
     input's dtype (the input tensor itself when the operator is already inside the ball) and
     the statistics.
     """
+    method, tol, max_memory = options.method, options.tol, options.max_memory
+    max_iter = options.max_iter
     if method not in METHODS:
         raise ValueError(f"unknown projection method {method!r}; choose from {', '.join(METHODS)}")
     if not bound > 0 or not math.isfinite(bound):
@@ -235,31 +246,25 @@ def _fit(
 def project_kernel(
     kernel: np.ndarray,
     geometry: Geometry,
-    *,
     bound: float,
-    method: str = "alternating",
-    tol: float = DEFAULT_TOL,
-    max_iter: int | None = None,
+    options: ProjectionOptions = ProjectionOptions(),
+    *,
     multiplier: np.ndarray | None = None,
     storage_dtype: str | None = None,
-    device: str = "cpu",
-    max_memory: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> ProjectedKernel:
-    """numpy front end of :func:`project_tensor` (float64 work on ``device``)."""
+    """numpy front end of :func:`project_tensor` (float64 work on ``options.device``)."""
     src = np.asarray(kernel)
     new, stats = project_tensor(
-        torch.from_numpy(np.array(src)).to(device),  # a copy: loaders hand out read-only views
+        # a copy: loaders hand out read-only views
+        torch.from_numpy(np.array(src)).to(options.device),
         geometry,
-        bound=bound,
-        method=method,
-        tol=tol,
-        max_iter=max_iter,
+        bound,
+        options,
         multiplier=None
         if multiplier is None
         else torch.from_numpy(np.asarray(multiplier, np.float64)),
         storage_dtype=_TORCH_DTYPES.get(storage_dtype or ""),
-        max_memory=max_memory,
         progress=progress,
     )
     if stats.unchanged:
@@ -290,14 +295,8 @@ def circular_sigma_max(
     reduced = geometry.reduced(tuple(int(n) for n in k.shape[2:]))
     with all_cores() as threads:
         rt = runtime(EngineOptions(device=str(k.device), max_memory=max_memory, threads=threads))
-        norm = certified_circular_sigma_max(
-            k,
-            reduced.grid,
-            stride=reduced.stride,
-            dilation=reduced.dilation,
-            groups=reduced.groups,
-            rt=rt,
-        )
+        conv = Conv(k, reduced.stride, reduced.dilation, reduced.groups)
+        norm = certified_circular_sigma_max(conv, reduced.grid, rt)
     return norm.upper
 
 
@@ -307,7 +306,7 @@ def project_matrix(
     """A dense layer: the SVD clip is the exact nearest point of the ball, in one step."""
     w = np.asarray(weight)
     projected = project_kernel(
-        w.reshape(*w.shape, 1), Geometry((1,), (1,), (1,)), bound=bound, storage_dtype=storage_dtype
+        w.reshape(*w.shape, 1), Geometry((1,), (1,), (1,)), bound, storage_dtype=storage_dtype
     )
     if projected.stats.unchanged:
         return ProjectedKernel(weight, projected.stats)

@@ -29,8 +29,8 @@ import numpy as np
 from convaudit.engine.geometry import ConvGeometry, forward_geometry, transposed_geometry
 from convaudit.engine.projection.any_size import any_size_grid, any_size_sigma, certify_any_size
 from convaudit.engine.projection.kernel import (
-    DEFAULT_TOL,
     Geometry,
+    ProjectionOptions,
     ProjectionStats,
     circular_sigma_max,
     project_kernel,
@@ -185,13 +185,9 @@ class LayerProjection:
 def project_layer(
     layer: ConvLayer,
     bound: float,
+    options: ProjectionOptions = ProjectionOptions(),
     *,
-    method: str = "alternating",
-    tol: float = DEFAULT_TOL,
-    max_iter: int | None = None,
     fold_bn: bool = False,
-    device: str = "cpu",
-    max_memory: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> LayerProjection:
     """Project one conv so that its real operator (with its BatchNorm when ``fold_bn``) has
@@ -204,20 +200,16 @@ def project_layer(
         sigma0 = any_size_sigma(layer, layer.kernel, fold_bn=fold)
         if sigma0 <= bound:
             stats = ProjectionStats(
-                method, bound, target.geometry.grid, sigma0, sigma0, 0, 0.0, True, True, 1.0
+                options.method, bound, target.geometry.grid, sigma0, sigma0, 0, 0.0, True, True, 1.0
             )
             return LayerProjection(layer.name, layer.kernel, bound, target, stats, fold)
     projected = project_kernel(
         layer.kernel,
         target.geometry,
-        bound=bound / target.gain,
-        method=method,
-        tol=tol,
-        max_iter=max_iter,
+        bound / target.gain,
+        options,
         multiplier=multiplier,
         storage_dtype=storage,
-        device=device,
-        max_memory=max_memory,
         progress=progress,
     )
     kernel, stats = projected.kernel, projected.stats

@@ -31,10 +31,11 @@ import numpy as np
 import scipy.linalg
 import torch
 
+from convaudit.engine.conv import Conv
 from convaudit.engine.results import ProgressCallback
 from convaudit.engine.runtime import Runtime, chunk_size, chunks, run_chunks
 from convaudit.engine.sigma.gram_lags import evaluate_gram, lag_gram, lag_pairs
-from convaudit.engine.spectrum.frequencies import alias_frequencies, frequency_block, kernel_taps
+from convaudit.engine.spectrum.frequencies import alias_frequencies, frequency_block
 
 LANCZOS_STEPS = 16
 #: frequencies sampled (and ranked by Lanczos) for the starting level of the certificate
@@ -130,41 +131,26 @@ class _GramSource:
     """The smaller Gram matrix of every (alias frequency, group), in chunks, in complex128."""
 
     def __init__(
-        self,
-        kernel: torch.Tensor,
-        grid: tuple[int, ...],
-        freqs: np.ndarray,
-        *,
-        stride: tuple[int, ...],
-        dilation: tuple[int, ...],
-        groups: int,
-        max_bytes: int,
+        self, conv: Conv, grid: tuple[int, ...], freqs: np.ndarray, *, max_bytes: int
     ) -> None:
-        self.kernel, self.grid, self.freqs = kernel, grid, freqs
-        self.stride, self.dilation, self.groups = stride, dilation, groups
-        shape = tuple(kernel.shape)
-        c_out, c_in_g = shape[:2]
-        rows, cols = c_out // groups, c_in_g * math.prod(stride)
-        self.one_by_one = all(k == 1 for k in shape[2:])
+        self.conv, self.grid, self.freqs, self.groups = conv, grid, freqs, conv.groups
+        rows, cols, c_in_g = conv.rows, conv.cols, conv.shape[1]
+        self.one_by_one = conv.pointwise
         # 1×1: σ(B) = σ(W) for every stride, so work on W itself (its smaller side).
-        lag_stride = tuple(1 for _ in stride) if self.one_by_one else stride
-        pairs = lag_pairs(shape, lag_stride, groups)
+        lag_conv = conv.unit_stride() if self.one_by_one else conv
+        pairs = lag_pairs(lag_conv)
         inner = max(rows, cols)
         self.lags = None
-        self.taps: torch.Tensor | None = None
         if pairs is not None and pairs * c_in_g <= 4 * len(freqs) * inner:
             lag_grid = tuple(1 for _ in grid) if self.one_by_one else grid
-            self.lags = lag_gram(
-                kernel, lag_grid, stride=lag_stride, dilation=dilation, groups=groups,
-                max_bytes=max_bytes,
-            )  # fmt: skip
+            self.lags = lag_gram(lag_conv, lag_grid, max_bytes)
             self.size = self.lags.size
             terms = inner + pairs + 2 * len(self.lags.lags) + 16
             mass = self.lags.tap_mass
         else:
             self.size = min(rows, cols)
-            terms = math.prod(shape[2:]) + inner + 16
-            per_group = kernel.reshape(groups, rows, c_in_g, -1)
+            terms = math.prod(conv.kernel_size) + inner + 16
+            per_group = conv.kernel.reshape(conv.groups, rows, c_in_g, -1)
             mass = float(torch.linalg.matrix_norm(per_group.permute(3, 0, 1, 2)).sum(0).max()) ** 2
         #: bound on ‖G_computed - G‖₂ (entrywise rounding, summed over tap pairs)
         self.gram_error = 1.01 * terms * UNIT * mass
@@ -191,17 +177,7 @@ class _GramSource:
 
     def _blocks(self, freqs: np.ndarray) -> torch.Tensor:
         """The true blocks B(m) ``(F, groups, rows, cols)`` of the operator on the grid."""
-        if self.taps is None:
-            self.taps = kernel_taps(self.kernel)
-        return frequency_block(
-            self.taps,
-            tuple(self.kernel.shape),
-            freqs,
-            self.grid,
-            stride=self.stride,
-            dilation=self.dilation,
-            groups=self.groups,
-        )
+        return frequency_block(self.conv, freqs, self.grid)
 
     def top_pair(
         self, f_index: int, group: int, eigvec: torch.Tensor
@@ -223,18 +199,15 @@ class _GramSource:
         return v, float((block @ v).norm())
 
 
-def certificate_work(
-    kernel_shape: tuple[int, ...], grid: tuple[int, ...], stride: tuple[int, ...], groups: int
-) -> float:
+def certificate_work(conv: Conv, grid: tuple[int, ...]) -> float:
     """Rough multiply-adds of :func:`circular_sigma_max` on ``grid``: per (Hermitian-half)
     frequency and group, the Cholesky certificate of an n×n complex matrix and its evaluation
     from the lags."""
-    c_out, c_in_g = kernel_shape[:2]
-    n = min(c_out // groups, c_in_g * math.prod(stride))
-    if all(k == 1 for k in kernel_shape[2:]):
+    n, groups = min(conv.rows, conv.cols), conv.groups
+    if conv.pointwise:
         return float(groups * n**3)
-    freqs = math.prod(grid) / math.prod(stride) / 2 + 1
-    lags = math.prod(2 * k - 1 for k in kernel_shape[2:])
+    freqs = math.prod(grid) / math.prod(conv.stride) / 2 + 1
+    lags = math.prod(2 * k - 1 for k in conv.kernel_size)
     return freqs * groups * n * n * (4 * n / 3 + 2 * lags)
 
 
@@ -255,30 +228,20 @@ def _best_of(
 
 
 def circular_sigma_max(
-    kernel: torch.Tensor,
-    grid: tuple[int, ...],
-    *,
-    stride: tuple[int, ...],
-    dilation: tuple[int, ...],
-    groups: int,
-    rt: Runtime,
-    tol: float = 1e-6,
-    progress: ProgressCallback | None = None,
+    conv: Conv, grid: tuple[int, ...], rt: Runtime, progress: ProgressCallback | None = None
 ) -> CircularNorm:
-    """Certified bracket on σ_max of the circular operator on ``grid`` (stride must divide it)."""
-    freqs, _ = alias_frequencies(grid, stride, half=True)
-    kernel64 = kernel.detach().to(torch.float64)
-    if all(k == 1 for k in kernel.shape[2:]):
+    """Certified bracket on σ_max of the circular operator on ``grid`` (stride must divide it),
+    to within ``rt.tol``."""
+    freqs, _ = alias_frequencies(grid, conv.stride, half=True)
+    conv = conv.to(torch.float64)
+    groups, tol = conv.groups, rt.tol
+    if conv.pointwise:
         freqs = freqs[:1]  # the same matrix at every frequency (MATH.md §1)
-    c_out, c_in_g = kernel.shape[:2]
-    width = c_in_g * math.prod(stride)
-    side = min(c_out // groups, width)
-    per = (c_out * width + 4 * groups * side * side) * 16
+    side = min(conv.rows, conv.cols)
+    per = (conv.c_out * conv.cols + 4 * groups * side * side) * 16
     size = chunk_size(rt, per, len(freqs), what="sigma_max")
-    source = _GramSource(
-        kernel64, grid, freqs, stride=stride, dilation=dilation, groups=groups,
-        max_bytes=max(rt.max_memory // 16, 1 << 20),  # its pair products live ~3x over
-    )  # fmt: skip
+    # its pair products live ~3x over the budget share
+    source = _GramSource(conv, grid, freqs, max_bytes=max(rt.max_memory // 16, 1 << 20))
     n = source.size
     eig_margin = 8 * (n + 1) * UNIT  # eigensolver: |λ̃ - λ| <= p(n)·u·‖G‖
     chol_margin = 2 * (n + 2) ** 2 * UNIT  # Cholesky success at μ => λ_max <= μ(1 + this)
@@ -339,7 +302,7 @@ def circular_sigma_max(
         )
     v, norm_bv = source.top_pair(f_index, group, best_vec)
     # ‖Bv‖ for a unit v is a lower bound; the computed B differs from the true one by rounding.
-    b_error = 1.01 * (math.prod(kernel.shape[2:]) + 8) * UNIT * math.sqrt(source.tap_mass)
+    b_error = 1.01 * (math.prod(conv.kernel_size) + 8) * UNIT * math.sqrt(source.tap_mass)
     lower = max(norm_bv - b_error, 0.0)
     upper = math.sqrt(max(upper_lam, 0.0) + source.gram_error)
     upper = max(upper, lower)

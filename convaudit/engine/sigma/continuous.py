@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import math
 
-import torch
-
+from convaudit.engine.conv import Conv
 from convaudit.engine.runtime import Runtime
 from convaudit.engine.sigma.circular import CircularNorm, certificate_work, circular_sigma_max
 
@@ -37,11 +36,12 @@ GRID_WORK = 5e11
 GRID_REL_WIDTH = 1e-3
 
 
-def gram_degree(
-    kernel_size: tuple[int, ...], stride: tuple[int, ...], dilation: tuple[int, ...]
-) -> tuple[int, ...]:
+def gram_degree(conv: Conv) -> tuple[int, ...]:
     """D_ax: the largest lag, in alias-grid units, of the output-side Gram matrix BBᴴ."""
-    return tuple(d * (k - 1) // s for k, s, d in zip(kernel_size, stride, dilation, strict=True))
+    return tuple(
+        d * (k - 1) // s
+        for k, s, d in zip(conv.kernel_size, conv.stride, conv.dilation, strict=True)
+    )
 
 
 def trig_factor(degree: tuple[int, ...], alias: tuple[int, ...]) -> float:
@@ -68,57 +68,33 @@ def alias_for(degree: tuple[int, ...], rel_width: float) -> tuple[int, ...]:
 
 
 def size_independent_bound(
-    kernel: torch.Tensor,
-    *,
-    stride: tuple[int, ...],
-    dilation: tuple[int, ...],
-    groups: int,
-    rt: Runtime,
-    rel_width: float = 1e-3,
-    tol: float = 1e-6,
-    work: float = S_WORK,
+    conv: Conv, rt: Runtime, *, rel_width: float = 1e-3, work: float = S_WORK
 ) -> tuple[float, float, tuple[int, ...]]:
     """(lower, upper) bracket of S and the alias grid used."""
-    norm, factor, alias = bracket_sup(
-        kernel,
-        stride=stride,
-        dilation=dilation,
-        groups=groups,
-        rt=rt,
-        rel_width=rel_width,
-        tol=tol,
-        work=work,
-    )
+    norm, factor, alias = bracket_sup(conv, rt, rel_width=rel_width, work=work)
     return norm.lower, norm.upper * math.sqrt(factor), alias
 
 
 def bracket_sup(
-    kernel: torch.Tensor,
-    *,
-    stride: tuple[int, ...],
-    dilation: tuple[int, ...],
-    groups: int,
+    conv: Conv,
     rt: Runtime,
+    *,
     rel_width: float,
-    tol: float,
     work: float,
     most: tuple[int, ...] | None = None,
 ) -> tuple[CircularNorm, float, tuple[int, ...]]:
     """σ_circ on the chosen alias grid (its certified bracket, best frequency and vector), the
     factor C and the alias grid. ``most`` caps the alias grid per axis (e.g. a layer's own)."""
-    ksize = tuple(kernel.shape[2:])
-    degree = gram_degree(ksize, stride, dilation)
+    stride = conv.stride
+    degree = gram_degree(conv)
     alias = alias_for(degree, rel_width)
     if most is not None:
         alias = tuple(min(a, m) for a, m in zip(alias, most, strict=True))
     # Within the work budget: shrink the finest axes until it fits (G > πD/√2 keeps C finite).
     floor = tuple(max(1, math.floor(math.pi * dd / math.sqrt(2)) + 1) for dd in degree)
-    shape = tuple(kernel.shape)
 
     def cost(a: tuple[int, ...]) -> float:
-        return certificate_work(
-            shape, tuple(g * s for g, s in zip(a, stride, strict=True)), stride, groups
-        )
+        return certificate_work(conv, tuple(g * s for g, s in zip(a, stride, strict=True)))
 
     while cost(alias) > work and any(a > f for a, f in zip(alias, floor, strict=True)):
         widest = max(range(len(alias)), key=lambda ax: alias[ax] - floor[ax])
@@ -126,21 +102,12 @@ def bracket_sup(
             max(floor[ax], int(a * 0.8)) if ax == widest else a for ax, a in enumerate(alias)
         )
     grid = tuple(g * s for g, s in zip(alias, stride, strict=True))
-    norm = circular_sigma_max(
-        kernel, grid, stride=stride, dilation=dilation, groups=groups, rt=rt, tol=tol
-    )
+    norm = circular_sigma_max(conv, grid, rt)
     return norm, trig_factor(degree, alias), alias
 
 
 def circular_upper(
-    kernel: torch.Tensor,
-    grid: tuple[int, ...],
-    *,
-    stride: tuple[int, ...],
-    dilation: tuple[int, ...],
-    groups: int,
-    rt: Runtime,
-    tol: float,
+    conv: Conv, grid: tuple[int, ...], rt: Runtime
 ) -> tuple[CircularNorm, float, tuple[int, ...], str]:
     """A certified upper bound on σ_circ(grid): (norm, factor C, the grid norm was computed on,
     description), with σ_circ(grid) <= norm.upper·√C.
@@ -148,19 +115,12 @@ def circular_upper(
     On the grid itself (C = 1) when that is affordable; on huge grids (a 256-channel layer at
     1024x1024 has 5·10^5 frequencies) through S on a coarser alias grid, whose cost does not
     grow with the input size: σ_circ(grid) <= S <= √C·m_G."""
-    shape = tuple(kernel.shape)
     where = "x".join(map(str, grid))
-    if certificate_work(shape, grid, stride, groups) <= GRID_WORK:
-        norm = circular_sigma_max(
-            kernel, grid, stride=stride, dilation=dilation, groups=groups, rt=rt, tol=tol
-        )
-        return norm, 1.0, grid, f"circular bound on {where}"
-    most = tuple(n // s for n, s in zip(grid, stride, strict=True))
-    norm, factor, alias = bracket_sup(
-        kernel, stride=stride, dilation=dilation, groups=groups, rt=rt,
-        rel_width=GRID_REL_WIDTH, tol=tol, work=S_WORK, most=most,
-    )  # fmt: skip
-    used = tuple(a * s for a, s in zip(alias, stride, strict=True))
+    if certificate_work(conv, grid) <= GRID_WORK:
+        return circular_sigma_max(conv, grid, rt), 1.0, grid, f"circular bound on {where}"
+    most = tuple(n // s for n, s in zip(grid, conv.stride, strict=True))
+    norm, factor, alias = bracket_sup(conv, rt, rel_width=GRID_REL_WIDTH, work=S_WORK, most=most)
+    used = tuple(a * s for a, s in zip(alias, conv.stride, strict=True))
     if alias == most:
         return norm, 1.0, used, f"circular bound on {where}"
     coarse = "x".join(map(str, used))

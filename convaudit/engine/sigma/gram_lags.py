@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from convaudit.engine.conv import Conv
 from convaudit.engine.spectrum.fourier import alias_grid
 
 
@@ -45,30 +46,21 @@ class LagGram:
         return int(self.coefficients.shape[-1])
 
 
-def lag_pairs(kernel_shape: tuple[int, ...], stride: tuple[int, ...], groups: int) -> int | None:
+def lag_pairs(conv: Conv) -> int | None:
     """How many tap pairs the lag form multiplies (an upper estimate), or None where it does not
     exist: it does for the output side always, for the input side at stride 1 only."""
-    c_out, c_in_g = kernel_shape[:2]
-    if c_out // groups > c_in_g * math.prod(stride) and any(s != 1 for s in stride):
+    if conv.rows > conv.cols and any(s != 1 for s in conv.stride):
         return None
-    taps = math.prod(kernel_shape[2:])
+    taps = math.prod(conv.kernel_size)
     return taps * (taps + 1) // 2
 
 
-def lag_gram(
-    kernel: torch.Tensor,
-    grid: tuple[int, ...],
-    *,
-    stride: tuple[int, ...],
-    dilation: tuple[int, ...],
-    groups: int,
-    max_bytes: int = 1 << 28,
-) -> LagGram:
-    """The lag coefficients of the smaller Gram matrix (where it exists: :func:`lag_pairs`)."""
-    c_out, c_in_g = kernel.shape[:2]
-    ksize = tuple(kernel.shape[2:])
-    co_g = c_out // groups
-    output_side = co_g <= c_in_g * math.prod(stride)
+def lag_gram(conv: Conv, grid: tuple[int, ...], max_bytes: int = 1 << 28) -> LagGram:
+    """The lag coefficients of the smaller Gram matrix of the circular operator on ``grid``
+    (where they exist: :func:`lag_pairs`)."""
+    kernel, stride, dilation, groups = conv.kernel, conv.stride, conv.dilation, conv.groups
+    c_in_g, ksize, co_g = conv.shape[1], conv.kernel_size, conv.rows
+    output_side = co_g <= conv.cols
     # (taps, groups, rows, inner): the factor whose products K·Kᵀ form the Gram matrix
     per_group = kernel.reshape(groups, co_g, c_in_g, -1).permute(3, 0, 1, 2)
     factor = per_group if output_side else per_group.transpose(-1, -2)

@@ -11,7 +11,8 @@ import math
 import numpy as np
 import torch
 
-from convaudit.engine.geometry import ConvGeometry, Pads
+from convaudit.engine.conv import Conv, LayerOperator
+from convaudit.engine.geometry import Pads
 from convaudit.engine.operator import most_reads
 from convaudit.engine.results import NormResult, Quantity
 from convaudit.engine.runtime import Runtime
@@ -19,7 +20,7 @@ from convaudit.engine.sigma.circular import circular_sigma_max, rounding_margin
 from convaudit.engine.sigma.continuous import circular_upper, size_independent_bound
 from convaudit.engine.sigma.padded import padded_sigma_max
 from convaudit.engine.spectrum.dense import dense_fits, dense_singular_values
-from convaudit.engine.spectrum.frequencies import frequency_block, kernel_taps
+from convaudit.engine.spectrum.frequencies import frequency_block
 from convaudit.errors import UnsupportedLayerError
 
 METHODS = ("exact", "upper-bound")
@@ -47,30 +48,18 @@ def worst_copy_gain(pads: Pads, mode: str, *, same_circular: bool) -> float:
     return gain
 
 
-def any_size_norm(
-    kernel: torch.Tensor,
-    *,
-    stride: tuple[int, ...],
-    dilation: tuple[int, ...],
-    groups: int,
-    pads: Pads,
-    mode: str,
-    rt: Runtime,
-    tol: float,
-) -> NormResult:
+def any_size_norm(conv: Conv, pads: Pads, mode: str, rt: Runtime) -> NormResult:
     """The size-independent bound S (times the padding gain for reflect/replicate/circular)."""
     same = (
         mode == "circular"
-        and all(s == 1 for s in stride)
+        and all(s == 1 for s in conv.stride)
         and all(
             b + a == d * (k - 1)
-            for (b, a), d, k in zip(pads, dilation, kernel.shape[2:], strict=True)
+            for (b, a), d, k in zip(pads, conv.dilation, conv.kernel_size, strict=True)
         )
     )
     gain = worst_copy_gain(pads, mode, same_circular=same)
-    lower, upper, alias = size_independent_bound(
-        kernel, stride=stride, dilation=dilation, groups=groups, rt=rt, tol=tol
-    )
+    lower, upper, alias = size_independent_bound(conv, rt)
     where = "x".join(map(str, alias))
     method = f"sup over frequencies: {where} alias grid x trigonometric-polynomial factor"
     if gain != 1.0:
@@ -80,139 +69,83 @@ def any_size_norm(
     )
 
 
-def circular_norm_result(
-    kernel: torch.Tensor, geometry: ConvGeometry, *, groups: int, rt: Runtime, tol: float
-) -> NormResult:
+def circular_norm_result(op: LayerOperator, rt: Runtime) -> NormResult:
     """Exact geometry (out·s = N): the FFT bracket, exact when it closes within tol. On huge
     grids, S's bracket, with σ at the grid frequency nearest S's maximiser as the lower end."""
-    circ, factor, used, method = circular_upper(
-        kernel,
-        geometry.grid,
-        stride=geometry.stride,
-        dilation=geometry.dilation,
-        groups=groups,
-        rt=rt,
-        tol=tol,
-    )
+    circ, factor, used, method = circular_upper(op.conv, op.grid, rt)
     upper = circ.upper * math.sqrt(factor)
     lower, value = circ.lower, circ.value
-    if used != geometry.grid:
-        lower = nearest_grid_sigma(kernel, geometry, circ.frequency, used, groups=groups)
+    if used != op.grid:
+        lower = nearest_grid_sigma(op, circ.frequency, used)
         value = upper
         method += "; lower: the layer's grid frequency nearest its maximiser"
     else:
         method = "fft + lanczos-ranked cholesky certificate"
-    exact = upper <= lower * (1 + tol)
+    exact = upper <= lower * (1 + rt.tol)
     quantity: Quantity = "exact" if exact else "upper-bound"
     return NormResult(
-        value if exact else upper,
-        lower,
-        upper,
-        exact,
-        quantity,
-        "circular",
-        geometry.grid,
-        method,
+        value if exact else upper, lower, upper, exact, quantity, "circular", op.grid, method
     )
 
 
 def nearest_grid_sigma(
-    kernel: torch.Tensor,
-    geometry: ConvGeometry,
-    frequency: tuple[int, ...],
-    used: tuple[int, ...],
-    *,
-    groups: int,
+    op: LayerOperator, frequency: tuple[int, ...], used: tuple[int, ...]
 ) -> float:
-    """σ_max(B(m)) at the alias frequency of ``geometry.grid`` nearest to ``frequency`` (an
-    alias index on the grid ``used``): a certified lower bound on σ_circ(geometry.grid)."""
-    stride = geometry.stride
-    mine = [n // s for n, s in zip(geometry.grid, stride, strict=True)]
+    """σ_max(B(m)) at the alias frequency of ``op.grid`` nearest to ``frequency`` (an alias
+    index on the grid ``used``): a certified lower bound on σ_circ(op.grid)."""
+    stride = op.conv.stride
+    mine = [n // s for n, s in zip(op.grid, stride, strict=True)]
     theirs = [n // s for n, s in zip(used, stride, strict=True)]
     m = np.array([[round(f * a / b) % a for f, a, b in zip(frequency, mine, theirs, strict=True)]])
-    k64 = kernel.detach().to(torch.float64)
-    block = frequency_block(
-        kernel_taps(k64), tuple(k64.shape), m, geometry.grid, stride=stride,
-        dilation=geometry.dilation, groups=groups,
-    )  # fmt: skip
+    block = frequency_block(op.conv.to(torch.float64), m, op.grid)
     top = float(torch.linalg.matrix_norm(block[0], ord=2).max())
     return top * (1 - rounding_margin(max(block.shape[-2:]), torch.float64))
 
 
-def dense_norm_result(
-    kernel: torch.Tensor, geometry: ConvGeometry, *, groups: int, mode: str, why: str
-) -> NormResult:
-    sv = dense_singular_values(
-        kernel.to(torch.float64), geometry, groups=groups, mode=mode, why=why
-    )
+def dense_norm_result(op: LayerOperator, why: str) -> NormResult:
+    sv = dense_singular_values(op.to(torch.float64), why)
     top = float(sv[0]) if sv.size else 0.0
     margin = 16 * max(sv.size, 1) * float(np.finfo(np.float64).eps)
     return NormResult(
-        top, top * (1 - margin), top * (1 + margin), True, "exact", mode, geometry.grid, "dense SVD"
+        top, top * (1 - margin), top * (1 + margin), True, "exact", op.mode, op.grid, "dense SVD"
     )
 
 
-def pointwise_norm_result(
-    kernel: torch.Tensor,
-    geometry: ConvGeometry,
-    *,
-    groups: int,
-    mode: str,
-    rt: Runtime,
-    tol: float,
-) -> NormResult:
+def pointwise_norm_result(op: LayerOperator, rt: Runtime) -> NormResult:
     """1×1 kernels, any stride and padding: each output reads ONE input position, so the
     operator is W ⊗ P with P a 0/1 matrix with one 1 per row (zeros: none on padded outputs).
     PᵀP is the diagonal of how often each input is read, hence exactly
     σ_max = σ_max(W) · √(most reads of one input) (0 if no input is read)."""
-    nd = len(geometry.grid)
+    geometry = op.geometry
     copies = 1
     for n, t, e, s in zip(
         geometry.grid, geometry.before, geometry.last_read, geometry.stride, strict=True
     ):
         # output j's one tap reads padded cell j·s; the last output reads cell t + e
-        copies *= most_reads(n, t, t + e + 1, mode, step=s)
-    res = circular_sigma_max(
-        kernel, (1,) * nd, stride=(1,) * nd, dilation=(1,) * nd, groups=groups, rt=rt, tol=tol
-    )
+        copies *= most_reads(n, t, t + e + 1, op.mode, step=s)
+    conv = op.conv.unit_stride()
+    res = circular_sigma_max(conv, (1,) * conv.nd, rt)
     gain = math.sqrt(copies)
-    exact = res.upper <= res.lower * (1 + tol)
+    exact = res.upper <= res.lower * (1 + rt.tol)
     quantity: Quantity = "exact" if exact else "upper-bound"
     value = (res.value if exact else res.upper) * gain
     method = "1x1: sigma_max(W)" + (f" x read-count gain {gain:.4g}" if gain not in (0, 1) else "")
     return NormResult(
-        value, res.lower * gain, res.upper * gain, exact, quantity, mode, geometry.grid, method
+        value, res.lower * gain, res.upper * gain, exact, quantity, op.mode, op.grid, method
     )
 
 
-def conv_norm(
-    kernel: torch.Tensor,
-    geometry: ConvGeometry,
-    *,
-    groups: int,
-    mode: str,
-    method: str,
-    rt: Runtime,
-    tol: float,
-) -> NormResult:
-    """σ_max of the operator described by (kernel, geometry, padding mode)."""
+def conv_norm(op: LayerOperator, method: str, rt: Runtime) -> NormResult:
+    """σ_max of the layer's real operator ``op``, by the right method for its padding and grid."""
     if method not in METHODS:
         raise UnsupportedLayerError(
             f"unknown method {method!r}", hint="use 'exact' or 'upper-bound'"
         )
-    if all(k == 1 for k in kernel.shape[2:]):
-        return pointwise_norm_result(kernel, geometry, groups=groups, mode=mode, rt=rt, tol=tol)
-    if mode == "circular":
-        if geometry.is_circular_exact():
-            return circular_norm_result(kernel, geometry, groups=groups, rt=rt, tol=tol)
-        if dense_fits(tuple(kernel.shape), geometry, groups):
-            return dense_norm_result(
-                kernel,
-                geometry,
-                groups=groups,
-                mode=mode,
-                why="circular padding outside the exact FFT geometry",
-            )
-    return padded_sigma_max(
-        kernel, geometry, groups=groups, mode=mode, rt=rt, tol=tol, exact=method == "exact"
-    )
+    if op.conv.pointwise:
+        return pointwise_norm_result(op, rt)
+    if op.mode == "circular":
+        if op.geometry.is_circular_exact():
+            return circular_norm_result(op, rt)
+        if dense_fits(op):
+            return dense_norm_result(op, why="circular padding outside the exact FFT geometry")
+    return padded_sigma_max(op, rt, exact=method == "exact")

@@ -21,6 +21,7 @@ import math
 import numpy as np
 import torch
 
+from convaudit.engine.conv import LayerOperator
 from convaudit.engine.geometry import ConvGeometry, forward_geometry
 from convaudit.engine.operator import PaddedConv, most_reads
 from convaudit.engine.results import NormResult, Quantity
@@ -48,16 +49,14 @@ def bound_grid(geometry: ConvGeometry, mode: str) -> tuple[tuple[int, ...], floa
     return grid, copy_gain(geometry, mode)
 
 
-def warm_start(
-    norm: CircularNorm, big_grid: tuple[int, ...], geometry: ConvGeometry, c_in: int, groups: int
-) -> torch.Tensor:
+def warm_start(norm: CircularNorm, big_grid: tuple[int, ...], op: LayerOperator) -> torch.Tensor:
     """The circular top right singular vector on ``big_grid`` as a real image on the layer's
     grid: x[c, p] = Re Σ_l conj(v[c, l])·exp(2πi·u_l·(p + t)/N). Both bounding operators
     (zeros: data at 0..H-1 read with shift t; others: padded tensor read with shift 0, data at
     t..t+H-1) put input p at phase position p + t."""
-    stride = geometry.stride
+    geometry, stride, c_in = op.geometry, op.conv.stride, op.conv.c_in
     alias = tuple(n // s for n, s in zip(big_grid, stride, strict=True))
-    c_in_g = c_in // groups
+    c_in_g = op.conv.shape[1]
     n_alias = math.prod(stride)
     v = norm.vector.reshape(c_in_g, n_alias)
     ls = np.stack(np.meshgrid(*[np.arange(s) for s in stride], indexing="ij"), -1).reshape(
@@ -83,9 +82,9 @@ def warm_start(
 LANCZOS_MAX_ENTRIES = 1 << 22
 
 
-def smaller_side(geometry: ConvGeometry, kernel: torch.Tensor, groups: int) -> int:
+def smaller_side(op: LayerOperator) -> int:
     """Entries of the operator's smaller side (inputs or outputs): Lanczos' vector length."""
-    return min(geometry.sides(tuple(kernel.shape), groups))
+    return min(op.sides)
 
 
 def sub_geometry(geometry: ConvGeometry, scale: float) -> ConvGeometry | None:
@@ -114,32 +113,19 @@ def sub_geometry(geometry: ConvGeometry, scale: float) -> ConvGeometry | None:
     return small
 
 
-def _too_large_for_lanczos(
-    kernel: torch.Tensor,
-    geometry: ConvGeometry,
-    upper: float,
-    method: str,
-    *,
-    groups: int,
-    mode: str,
-    rt: Runtime,
-    tol: float,
-) -> NormResult:
+def _too_large_for_lanczos(op: LayerOperator, upper: float, method: str, rt: Runtime) -> NormResult:
     """An operator too large for Lanczos: the certified upper bound, and (zero padding) a
     Lanczos lower bound on a sub-grid, where the operator is a compression of this one."""
     lower, how = 0.0, "no lower bound"
+    geometry, mode = op.geometry, op.mode
     if mode == "zeros":
-        scale = (LANCZOS_MAX_ENTRIES / 4 / smaller_side(geometry, kernel, groups)) ** (
-            1 / len(geometry.grid)
-        )
+        scale = (LANCZOS_MAX_ENTRIES / 4 / smaller_side(op)) ** (1 / len(geometry.grid))
         small = sub_geometry(geometry, scale)
-        if small is not None and smaller_side(small, kernel, groups) <= LANCZOS_MAX_ENTRIES:
-            sub = padded_sigma_max(
-                kernel, small, groups=groups, mode=mode, rt=rt, tol=tol, lower_only=True
-            )
+        if small is not None and smaller_side(op.on(small)) <= LANCZOS_MAX_ENTRIES:
+            sub = padded_sigma_max(op.on(small), rt, lower_only=True)
             lower = min(sub.lower, upper)
             how = f"lower: Lanczos on the {'x'.join(map(str, small.grid))} sub-grid"
-    closed = upper <= lower * (1 + tol)
+    closed = upper <= lower * (1 + rt.tol)
     quantity: Quantity = "exact" if closed else "upper-bound"
     return NormResult(
         upper,
@@ -154,44 +140,27 @@ def _too_large_for_lanczos(
 
 
 def padded_sigma_max(
-    kernel: torch.Tensor,
-    geometry: ConvGeometry,
-    *,
-    groups: int,
-    mode: str,
-    rt: Runtime,
-    tol: float,
-    exact: bool = True,
-    lower_only: bool = False,
+    layer_op: LayerOperator, rt: Runtime, *, exact: bool = True, lower_only: bool = False
 ) -> NormResult:
     """Certified bracket (and, with ``exact``, the converged value) of σ_max of the real operator.
     ``lower_only``: one Lanczos run for a good certified lower bound, no convergence work."""
+    geometry, mode, tol = layer_op.geometry, layer_op.mode, rt.tol
     grid_n, gain = bound_grid(geometry, mode)
-    circ, factor, grid_n, method = circular_upper(
-        kernel,
-        grid_n,
-        stride=geometry.stride,
-        dilation=geometry.dilation,
-        groups=groups,
-        rt=rt,
-        tol=tol,
-    )
+    circ, factor, grid_n, method = circular_upper(layer_op.conv, grid_n, rt)
     upper = circ.upper * math.sqrt(factor) * gain
     if gain != 1:
         method += f" x padding gain {gain:.4g}"
     if not exact:
         return NormResult(upper, 0.0, upper, False, "upper-bound", mode, geometry.grid, method)
-    if smaller_side(geometry, kernel, groups) > LANCZOS_MAX_ENTRIES:
-        return _too_large_for_lanczos(
-            kernel, geometry, upper, method, groups=groups, mode=mode, rt=rt, tol=tol
-        )
-    op = PaddedConv(kernel.to(torch.float64), geometry, groups=groups, mode=mode)
-    start = warm_start(circ, grid_n, geometry, op.c_in, groups).to(op.kernel.device)
+    if smaller_side(layer_op) > LANCZOS_MAX_ENTRIES:
+        return _too_large_for_lanczos(layer_op, upper, method, rt)
+    op = PaddedConv(layer_op.to(torch.float64))
+    start = warm_start(circ, grid_n, layer_op).to(op.kernel.device)
     # float32 products for the bulk of the Lanczos on CPU (3-5x cheaper; accepted only after a
     # float64 check). Not on CUDA, where float32 convs may run in TF32.
     op32 = None
-    if kernel.device.type == "cpu":
-        op32 = PaddedConv(kernel.to(torch.float32), geometry, groups=groups, mode=mode)
+    if layer_op.conv.kernel.device.type == "cpu":
+        op32 = PaddedConv(layer_op.to(torch.float32))
     with torch.no_grad():
         if math.prod(op.out_shape) < math.prod(op.in_shape):
             # Lanczos on the smaller side (strided layers: AAᵀ is s^d times smaller), from the

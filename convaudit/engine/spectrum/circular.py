@@ -12,9 +12,11 @@ import math
 import numpy as np
 import torch
 
+from convaudit.engine.conv import Conv
 from convaudit.engine.results import ProgressCallback
 from convaudit.engine.runtime import Runtime, chunk_size, chunks, run_chunks, single_threaded_blas
-from convaudit.engine.spectrum.frequencies import alias_frequencies, frequency_block, kernel_taps
+from convaudit.engine.spectrum.fourier import check_exact_geometry
+from convaudit.engine.spectrum.frequencies import alias_frequencies, frequency_block
 
 
 def device_svdvals(matrices: torch.Tensor) -> np.ndarray:
@@ -49,77 +51,50 @@ def hermitian_svdvals(matrices: torch.Tensor) -> torch.Tensor:
     return eigenvalues[..., m + n - min(m, n) :].flip(-1).clamp_min(0)
 
 
-def pointwise_spectrum(
-    kernel: torch.Tensor, grid: tuple[int, ...], stride: tuple[int, ...], groups: int
-) -> np.ndarray:
+def pointwise_spectrum(conv: Conv, grid: tuple[int, ...]) -> np.ndarray:
     """1×1 kernel: B(m) = (1/√P)[W, ..., W] at every alias frequency, so σ(B) = σ(W) plus
     ``min(c_out/g, P·c_in/g) - min(c_out/g, c_in/g)`` zeros, each repeated prod(N/s) times."""
-    c_out, c_in_g = kernel.shape[:2]
-    co_g = c_out // groups
-    w = kernel.reshape(groups, co_g, c_in_g)
+    c_in_g, co_g = conv.shape[1], conv.rows
+    w = conv.kernel.reshape(conv.groups, co_g, c_in_g)
     sv = device_svdvals(w).reshape(-1)
-    n_alias = math.prod(stride)
-    zeros = groups * (min(co_g, c_in_g * n_alias) - min(co_g, c_in_g))
+    n_alias = math.prod(conv.stride)
+    zeros = conv.groups * (min(co_g, c_in_g * n_alias) - min(co_g, c_in_g))
     per_freq = np.concatenate([sv, np.zeros(zeros)])
     count = math.prod(grid) // n_alias
     return np.sort(np.tile(per_freq, count))[::-1]
 
 
 def circular_spectrum(
-    kernel: torch.Tensor,
-    grid: tuple[int, ...],
-    *,
-    stride: tuple[int, ...],
-    dilation: tuple[int, ...],
-    groups: int,
-    rt: Runtime,
-    progress: ProgressCallback | None = None,
+    conv: Conv, grid: tuple[int, ...], rt: Runtime, progress: ProgressCallback | None = None
 ) -> np.ndarray:
-    """All singular values, with multiplicity, sorted descending (float64 array).
+    """All singular values of the circular operator on ``grid``, with multiplicity, sorted
+    descending (float64 array).
 
-    ``kernel`` is ``(c_out, c_in/g, *k)`` on ``rt.device`` in ``rt.real``; the stride must
-    divide the grid (checked). Values come out of LAPACK/cuSOLVER in the requested dtype.
+    The kernel is on ``rt.device`` in ``rt.real``; the stride must divide the grid (checked).
+    Values come out of LAPACK/cuSOLVER in the requested dtype.
     """
-    if all(k == 1 for k in kernel.shape[2:]):
-        from convaudit.engine.spectrum.fourier import check_exact_geometry
-
-        check_exact_geometry(grid, stride)
-        return pointwise_spectrum(kernel, grid, stride, groups)
-    values, weights = frequency_svdvals(
-        kernel, grid, stride=stride, dilation=dilation, groups=groups, rt=rt, progress=progress
-    )
+    if conv.pointwise:
+        check_exact_geometry(grid, conv.stride)
+        return pointwise_spectrum(conv, grid)
+    values, weights = frequency_svdvals(conv, grid, rt, progress)
     out = np.repeat(values.reshape(len(weights), -1), weights, axis=0).reshape(-1)
     out = np.sort(out)[::-1]
     return np.ascontiguousarray(out)
 
 
 def frequency_svdvals(
-    kernel: torch.Tensor,
-    grid: tuple[int, ...],
-    *,
-    stride: tuple[int, ...],
-    dilation: tuple[int, ...],
-    groups: int,
-    rt: Runtime,
-    progress: ProgressCallback | None = None,
+    conv: Conv, grid: tuple[int, ...], rt: Runtime, progress: ProgressCallback | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-frequency singular values ``(F, groups·r)`` of the Hermitian half, and weights ``(F,)``."""
-    freqs, weights = alias_frequencies(grid, stride, half=True)
-    taps = kernel_taps(kernel)
-    shape = tuple(kernel.shape)
-    c_out, c_in_g = shape[:2]
-    per_freq = c_out * c_in_g * math.prod(stride) * rt.itemsize
-    if (
-        rt.device.type != "cpu"
-    ):  # device_svdvals: complex128 [[0, B], [Bᴴ, 0]] per group, and its workspace
-        per_freq += 2 * groups * (c_out // groups + c_in_g * math.prod(stride)) ** 2 * 16
+    freqs, weights = alias_frequencies(grid, conv.stride, half=True)
+    per_freq = conv.c_out * conv.cols * rt.itemsize
+    if rt.device.type != "cpu":
+        # device_svdvals: complex128 [[0, B], [Bᴴ, 0]] per group, and its workspace
+        per_freq += 2 * conv.groups * (conv.rows + conv.cols) ** 2 * 16
     size = chunk_size(rt, per_freq, len(freqs), what="singular values")
 
     def work(part: slice) -> np.ndarray:
-        blocks = frequency_block(
-            taps, shape, freqs[part], grid, stride=stride, dilation=dilation, groups=groups
-        )
-        sv = device_svdvals(blocks)
+        sv = device_svdvals(frequency_block(conv, freqs[part], grid))
         return sv.reshape(sv.shape[0], -1)
 
     parts = list(chunks(len(freqs), size))

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import torch
 
-from convaudit.engine.geometry import ConvGeometry
+from convaudit.engine.conv import LayerOperator
 from convaudit.engine.operator import PaddedConv
 from convaudit.engine.spectrum.circular import device_svdvals
 from convaudit.errors import UnsupportedLayerError
@@ -20,24 +20,23 @@ from convaudit.errors import UnsupportedLayerError
 DENSE_LIMIT = 4096
 
 
-def dense_fits(kernel_shape: tuple[int, ...], geometry: ConvGeometry, groups: int) -> bool:
-    return max(geometry.sides(kernel_shape, groups)) <= DENSE_LIMIT
+def dense_fits(op: LayerOperator) -> bool:
+    return max(op.sides) <= DENSE_LIMIT
 
 
-def dense_singular_values(
-    kernel: torch.Tensor, geometry: ConvGeometry, *, groups: int, mode: str, why: str
-) -> np.ndarray:
+def dense_singular_values(op: LayerOperator, why: str) -> np.ndarray:
     """All singular values of the real operator, descending; refuses layers over DENSE_LIMIT."""
-    if not dense_fits(tuple(kernel.shape), geometry, groups):
+    if not dense_fits(op):
         raise UnsupportedLayerError(
             f"{why}, and the layer is too large for the exact dense fallback "
             f"(operator dimension over {DENSE_LIMIT})",
             hint="use a grid the stride divides, or a bound (method='upper-bound')",
         )
-    op = PaddedConv(kernel, geometry, groups=groups, mode=mode)
-    n_in = math.prod(op.in_shape)
-    basis = torch.eye(n_in, dtype=kernel.dtype, device=kernel.device).reshape(n_in, *op.in_shape)
+    conv = PaddedConv(op)
+    n_in = math.prod(conv.in_shape)
+    kernel = op.conv.kernel
+    basis = torch.eye(n_in, dtype=kernel.dtype, device=kernel.device).reshape(n_in, *conv.in_shape)
     with torch.no_grad():
-        matrix = op.apply(basis).reshape(n_in, -1)
+        matrix = conv.apply(basis).reshape(n_in, -1)
     sv = device_svdvals(matrix)
     return np.sort(sv)[::-1]

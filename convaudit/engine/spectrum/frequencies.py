@@ -15,6 +15,7 @@ import math
 import numpy as np
 import torch
 
+from convaudit.engine.conv import Conv
 from convaudit.engine.spectrum.fourier import alias_grid, check_exact_geometry, half_multiplicity
 
 
@@ -42,31 +43,17 @@ def alias_frequencies(
     return freqs, weights
 
 
-def kernel_taps(kernel: torch.Tensor) -> torch.Tensor:
-    """``(c_out, c_in/g, *k)`` -> complex ``(prod(k), c_out·c_in/g)``, ready for the phase GEMM."""
-    c_out, c_in_g = kernel.shape[:2]
-    nd = kernel.ndim - 2
-    taps = kernel.permute(*range(2, 2 + nd), 0, 1).reshape(-1, c_out * c_in_g)
-    return taps.to(torch.complex128 if kernel.dtype == torch.float64 else torch.complex64)
-
-
-def frequency_block(
-    taps: torch.Tensor,
-    kernel_shape: tuple[int, ...],
-    freqs: np.ndarray,
-    grid: tuple[int, ...],
-    *,
-    stride: tuple[int, ...],
-    dilation: tuple[int, ...],
-    groups: int,
-) -> torch.Tensor:
-    """The blocks B(m) for the alias frequencies ``freqs`` (``(F, nd)``).
+def frequency_block(conv: Conv, freqs: np.ndarray, grid: tuple[int, ...]) -> torch.Tensor:
+    """The blocks B(m) of the circular operator on ``grid`` at the alias frequencies ``freqs``
+    (``(F, nd)``).
 
     Returns complex ``(F, groups, c_out/g, (c_in/g)·prod(s))``, including the 1/√prod(s) factor;
     the column order inside a block (channel-major, alias-minor) does not affect singular values.
     """
-    c_out, c_in_g = kernel_shape[:2]
-    ksize = kernel_shape[2:]
+    taps = conv.taps
+    c_out, c_in_g = conv.shape[:2]
+    stride, dilation, groups = conv.stride, conv.dilation, conv.groups
+    ksize = conv.kernel_size
     alias = alias_grid(grid, stride)
     device = taps.device
     n_freq = len(freqs)
