@@ -22,6 +22,7 @@ from convaudit.audit import AuditOptions, audit_model
 from convaudit.cli.app import command
 from convaudit.cli.options import (
     ARCH,
+    DEVICE,
     FORCE,
     INPUT_SHAPE,
     NOT_AN_INPUT,
@@ -194,7 +195,7 @@ def check(
         "--empirical/--no-empirical",
         help="Search for an empirical lower bound (runs the model).",
     ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
+    device: str = DEVICE,
     trust_pickle: bool = TRUST_PICKLE,
     arch: str | None = ARCH,
     quiet: bool = typer.Option(

@@ -109,6 +109,7 @@ OUTPUT = typer.Option(
     None, "-o", "--output", help="Write the report to FILE (atomically) instead of stdout."
 )
 FORCE = typer.Option(False, "--force", help="Replace existing output files.")
+DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda[:N].")
 
 
 def load_irs(

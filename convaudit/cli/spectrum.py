@@ -16,6 +16,7 @@ from convaudit.atomic import atomic_open, check_destination
 from convaudit.cli.app import command
 from convaudit.cli.options import (
     ARCH,
+    DEVICE,
     FORCE,
     INPUT_SHAPE,
     NOT_AN_INPUT,
@@ -86,7 +87,7 @@ def spectrum(
         help="Save each layer's full spectrum (numpy .npz).",
     ),
     input_shape: list[str] | None = INPUT_SHAPE,
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
+    device: str = DEVICE,
     dtype: Dtype = typer.Option(Dtype.FLOAT64, "--dtype", help="Working precision."),
     fold_bn: bool = typer.Option(
         False, "--fold-bn", help="Analyse each conv together with its eval-mode BatchNorm."
