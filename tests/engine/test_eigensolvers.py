@@ -33,6 +33,8 @@ def fresh_state(monkeypatch):
     monkeypatch.setattr(eigensolvers, "_library", None)
     monkeypatch.setattr(eigensolvers, "_broken", set())
     monkeypatch.setattr(eigensolvers, "_failures", [])
+    monkeypatch.setattr(eigensolvers, "_preference", None)
+    monkeypatch.delenv("CONVAUDIT_EIGENSOLVER", raising=False)
 
 
 def _blocks(shape, complex_=True, seed=0) -> np.ndarray:
@@ -230,6 +232,20 @@ def test_cpu_selection_and_its_overrides():
         pass
     with pytest.raises(ConfigError, match="unknown route"), prefer(route="qr"):
         pass
+
+
+def test_environment_variable_forces_a_backend(monkeypatch):
+    monkeypatch.setenv("CONVAUDIT_EIGENSOLVER", "torch-eigvalsh")
+    assert eigensolvers.preference().backend == "torch-eigvalsh"
+    a = torch.from_numpy(_blocks((2, 3, 4)))
+    with recording() as used:
+        svdvals(a)
+        with prefer(route="gram"):  # keeps the forced backend
+            assert eigensolvers.preference() == eigensolvers.Preference("torch-eigvalsh", "gram")
+    assert used == {"torch-eigvalsh"}
+    monkeypatch.setenv("CONVAUDIT_EIGENSOLVER", "magma")
+    with pytest.raises(ConfigError, match="CONVAUDIT_EIGENSOLVER"):
+        svdvals(a)
 
 
 def test_detection_on_this_torch_says_why_cusolver_is_unavailable(monkeypatch):

@@ -23,6 +23,7 @@ The routes from singular values to these eigenproblems are in :mod:`.routes`.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -94,7 +95,7 @@ class Preference:
 
 
 _lock = threading.RLock()
-_preference = Preference()
+_preference: Preference | None = None  # None: CONVAUDIT_EIGENSOLVER, else the default
 _selections: dict[tuple[str, torch.dtype, str | None], Selection] = {}
 _library: Library | CusolverUnavailable | None = None
 _broken: set[tuple[str, str, torch.dtype, int]] = set()  # (solver, device, dtype, n)
@@ -104,18 +105,33 @@ _logs: list[set[str]] = []
 
 @contextlib.contextmanager
 def prefer(backend: str | None = None, route: str | None = None) -> Iterator[None]:
-    """Force a backend and/or route meanwhile (benchmarks and device checks compare them)."""
+    """Force a backend and/or route meanwhile (benchmarks and device checks compare them);
+    None keeps the one in force."""
     global _preference
-    if backend is not None and backend not in BACKENDS:
-        raise ConfigError(f"unknown eigensolver {backend!r}", hint=f"use one of {BACKENDS}")
-    if route is not None and route not in ROUTES:
-        raise ConfigError(f"unknown route {route!r}", hint=f"use one of {ROUTES}")
-    previous = _preference
-    _preference = Preference(backend, route or previous.route)
+    _check(backend, route)
+    previous, current = _preference, preference()
+    _preference = Preference(backend or current.backend, route or current.route)
     try:
         yield
     finally:
         _preference = previous
+
+
+def preference() -> Preference:
+    """The backend and route in force: :func:`prefer`'s, else ``CONVAUDIT_EIGENSOLVER`` (a
+    backend name: the escape hatch should a cuSOLVER routine misbehave on some driver)."""
+    if _preference is not None:
+        return _preference
+    backend = os.environ.get("CONVAUDIT_EIGENSOLVER") or None
+    _check(backend, None, where="CONVAUDIT_EIGENSOLVER")
+    return Preference(backend)
+
+
+def _check(backend: str | None, route: str | None, where: str = "eigensolver") -> None:
+    if backend is not None and backend not in BACKENDS:
+        raise ConfigError(f"unknown {where} {backend!r}", hint=f"use one of {', '.join(BACKENDS)}")
+    if route is not None and route not in ROUTES:
+        raise ConfigError(f"unknown route {route!r}", hint=f"use one of {', '.join(ROUTES)}")
 
 
 @contextlib.contextmanager
@@ -136,10 +152,6 @@ def record(name: str) -> None:
     with _lock:
         for log in _logs:
             log.add(name)
-
-
-def preference() -> Preference:
-    return _preference
 
 
 def runtime_failures() -> tuple[str, ...]:
@@ -207,7 +219,7 @@ def _device(device: torch.device | str) -> torch.device:
 def select(device: torch.device | str, dtype: torch.dtype) -> Selection:
     """The eigensolver for Hermitian batches of ``dtype`` on ``device`` (cached)."""
     device = _device(device)
-    forced = _preference.backend
+    forced = preference().backend
     key = (str(device), dtype, forced)
     with _lock:
         if key not in _selections:
