@@ -450,4 +450,6 @@ def test_cuda_report_names_its_eigensolver(cli, monkeypatch):
     result = cli("spectrum", DEMO, "--format", "json", "--device", "cuda")
     backend = _json(result)["options"]["backend"]
     assert backend and "numpy-lapack" not in backend
-    assert any(line.startswith("debug: eigensolver on cuda:") for line in result.stderr.splitlines())
+    assert any(
+        line.startswith("debug: eigensolver on cuda:") for line in result.stderr.splitlines()
+    )

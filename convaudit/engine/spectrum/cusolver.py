@@ -50,8 +50,6 @@ STATUS_NAMES = {
     9: "NOT_SUPPORTED",
 }
 INT32_MAX = 2**31 - 1
-#: first cuSOLVER with cusolverDnXsyevBatched (CUSOLVER_VERSION = major·1000 + minor·100 + patch)
-XSYEV_BATCHED_VERSION = 11701
 
 _ptr, _int, _i64, _size = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_size_t
 _out_ptr, _out_int, _out_size = (
@@ -101,12 +99,11 @@ PROTOTYPES: dict[str, tuple[Any, ...]] = {
 }
 for _routine in HEEVJ_ROUTINES.values():
     # handle, jobz, uplo, n, A, lda, W, lwork*, params, batchSize
-    PROTOTYPES[f"{_routine}_bufferSize"] = (
-        *(_ptr, _int, _int, _int, _ptr, _int, _ptr, _out_int, _ptr, _int),
-    )
+    _query = f"{_routine}_bufferSize"
+    PROTOTYPES[_query] = (_ptr, _int, _int, _int, _ptr, _int, _ptr, _out_int, _ptr, _int)
     # handle, jobz, uplo, n, A, lda, W, work, lwork, info, params, batchSize
     PROTOTYPES[_routine] = (_ptr, _int, _int, _int, _ptr, _int, _ptr, _ptr, _int, _ptr, _ptr, _int)
-del _routine
+del _routine, _query
 RESTYPE = ctypes.c_int
 
 
@@ -119,6 +116,7 @@ class CusolverError(RuntimeError):
 
 
 def version_text(version: int | None) -> str:
+    """CUSOLVER_VERSION (major·1000 + minor·100 + patch) as text."""
     if version is None:
         return "cuSOLVER (version unknown)"
     return f"cuSOLVER {version // 1000}.{version % 1000 // 100}.{version % 100}"
