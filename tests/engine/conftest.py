@@ -44,8 +44,10 @@ def fake_cusolver(fake_cusolver_path):
     lib.cdll.fake_fail(0, 0)
 
 
-def fake_hooks(lib) -> ctypes.CDLL:
-    cdll = lib.cdll
+@pytest.fixture
+def fake_hooks(fake_cusolver) -> ctypes.CDLL:
+    """The stand-in's test hooks: fake_last_stream(), fake_solver_calls(), fake_fail()."""
+    cdll = fake_cusolver.cdll
     cdll.fake_last_stream.restype = ctypes.c_void_p
     cdll.fake_solver_calls.restype = ctypes.c_long
     return cdll

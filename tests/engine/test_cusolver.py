@@ -11,7 +11,6 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import fake_hooks
 
 from convaudit.engine.spectrum import cusolver
 from convaudit.engine.spectrum.cusolver import (
@@ -206,8 +205,8 @@ def test_row_major_hermitian_needs_no_transpose(fake_cusolver, routine):
     assert np.max(np.abs(got.numpy() - want)) <= 1e-12 * np.abs(want).max()
 
 
-def test_calls_use_the_given_stream_and_report_workspace(fake_cusolver):
-    hooks = fake_hooks(fake_cusolver)
+def test_calls_use_the_given_stream_and_report_workspace(fake_cusolver, fake_hooks):
+    hooks = fake_hooks
     a = _hermitian(4, 5, torch.complex128)
     before = hooks.fake_solver_calls()
     SyevBatched(fake_cusolver).eigvalsh(a.clone())

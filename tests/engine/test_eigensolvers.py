@@ -9,7 +9,6 @@ import jsonschema
 import numpy as np
 import pytest
 import torch
-from conftest import fake_hooks
 
 from convaudit.engine.spectrum import eigensolvers
 from convaudit.engine.spectrum.cusolver import CusolverUnavailable, HeevjBatched, SyevBatched
@@ -166,8 +165,8 @@ def test_batches_stay_within_the_budget(budget):
         assert solver.batches == [1] * 37
 
 
-def test_cusolver_batches_within_budget_end_to_end(fake_cusolver):
-    hooks = fake_hooks(fake_cusolver)
+def test_cusolver_batches_within_budget_end_to_end(fake_cusolver, fake_hooks):
+    hooks = fake_hooks
     b = torch.from_numpy(_blocks((25, 5, 7)))
     want = np.linalg.svd(b.numpy(), compute_uv=False)
     before = hooks.fake_solver_calls()
@@ -185,8 +184,8 @@ def test_cusolver_batches_within_budget_end_to_end(fake_cusolver):
 # --- fallback at run time ------------------------------------------------------------------------
 
 
-def test_a_failing_call_is_redone_by_torch_and_not_retried(fake_cusolver):
-    hooks = fake_hooks(fake_cusolver)
+def test_a_failing_call_is_redone_by_torch_and_not_retried(fake_cusolver, fake_hooks):
+    hooks = fake_hooks
     fake_cusolver.cdll.fake_fail(0, 3)  # the last matrix "did not converge"
     b = torch.from_numpy(_blocks((4, 3, 5)))
     want = np.linalg.svd(b.numpy(), compute_uv=False)
