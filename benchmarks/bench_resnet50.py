@@ -15,7 +15,11 @@ numpy's BLAS is pinned to one thread for the reference: on this machine that is 
 setting (OpenBLAS threads on 2 busy cores slow small SVDs down by up to 100x).
 
 Usage: python benchmarks/bench_resnet50.py [--device cpu|cuda] [--dtype float64|float32]
-       [--no-reference] [--sample N] [--json FILE]
+       [--no-reference] [--no-padded] [--sample N] [--json FILE]
+       [--eigensolver NAME] [--svd-route doubled|gram]
+--eigensolver forces one backend of convaudit.engine.spectrum.eigensolvers (default: the first
+available); --svd-route picks how singular values become eigenvalues off the CPU. The report
+names the backends that ran (``eigensolvers_ran``).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from convaudit.engine.conv import Conv as EngineConv
 from convaudit.engine.results import EngineOptions
 from convaudit.engine.runtime import runtime
 from convaudit.engine.sigma.circular import circular_sigma_max
+from convaudit.engine.spectrum import eigensolvers
 from convaudit.engine.spectrum.circular import circular_spectrum
 
 
@@ -127,8 +132,15 @@ def main(argv: list[str] | None = None) -> dict:
         help="comma-separated stride-1 layers on which the paper's code runs in full",
     )
     ap.add_argument("--json", default=None)
+    ap.add_argument("--eigensolver", default=None, choices=eigensolvers.BACKENDS)
+    ap.add_argument("--svd-route", default=None, choices=eigensolvers.ROUTES)
     ap.add_argument("--limit", type=int, default=None, help="only the first N layers (smoke test)")
     args = ap.parse_args(argv)
+    with eigensolvers.prefer(args.eigensolver, args.svd_route), eigensolvers.recording() as ran:
+        return run(args, ran)
+
+
+def run(args: argparse.Namespace, ran: set[str]) -> dict:
 
     convs = resnet50_convs()[: args.limit]
     kernels = {c.name: weights(c, i) for i, c in enumerate(convs)}
@@ -140,9 +152,17 @@ def main(argv: list[str] | None = None) -> dict:
         f", numpy {np.__version__}",
         "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(0),
         "dtype": args.dtype,
+        "eigensolver": eigensolvers.select(rt.device, torch.complex128).solver.name,
+        "svd_route": eigensolvers.preference().route,
     }
+    if rt.device.type == "cuda":
+        try:
+            report["cusolver"] = eigensolvers.torch_cusolver().describe()
+        except eigensolvers.CusolverUnavailable as exc:
+            report["cusolver"] = f"unavailable: {exc}"
 
     def save() -> None:  # after every section, so a timeout still leaves figures
+        report["eigensolvers_ran"] = sorted(ran)
         if args.json:
             with open(args.json, "w") as fh:
                 json.dump(report, fh, indent=2, default=float)
@@ -164,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
         k = torch.as_tensor(kernels[c.name], dtype=rt.real, device=rt.device)
         return circular_spectrum(EngineConv(k, (c.stride,) * 2, (1, 1)), (c.grid, c.grid), rt)
 
-    spectrum(convs[1])  # warm-up (thread pool, LAPACK init)
+    spectrum(convs[1])  # warm-up (thread pool, LAPACK init, cuSOLVER handle)
     ref_time, ref_values, ref_measured = 0.0, {}, {}
     times_full, tops, err = {}, {}, 0.0
     for c in convs:

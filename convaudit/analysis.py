@@ -129,6 +129,8 @@ class ModelReport:
     summary: ModelSummary
     options: AnalysisOptions
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: the eigensolver backends that computed its spectra (engine.spectrum.eigensolvers)
+    eigensolvers: tuple[str, ...] = ()
 
 
 def select_layers(
@@ -178,6 +180,7 @@ def analyse(
     A layer the engine cannot analyse exactly becomes a skipped layer with the engine's reason.
     """
     from convaudit.engine.layer import analyse_layer
+    from convaudit.engine.spectrum.eigensolvers import recording
 
     opts = dataclasses.replace(options or AnalysisOptions(), **overrides)
     if not isinstance(ir, ModelIR):
@@ -188,21 +191,22 @@ def analyse(
     engine_options = opts.engine_options()
     results: list[LayerResult] = []
     skipped = list(skipped_in_ir)
-    for done, layer in enumerate(chosen):
-        if progress is not None:
-            progress(done, len(chosen), layer.name)
-        try:
-            spectrum = analyse_layer(
-                layer,
-                full=opts.full,
-                fold_bn=opts.fold_bn,
-                sigma=ENGINE_SIGMA[opts.sigma],
-                options=engine_options,
-            )
-        except UnsupportedLayerError as exc:
-            skipped.append(SkippedLayer(layer.name, exc.message, op=layer.kind))
-            continue
-        results.append(LayerResult(layer.name, layer.kind, LayerGeometry.of(layer), spectrum))
+    with recording() as used:
+        for done, layer in enumerate(chosen):
+            if progress is not None:
+                progress(done, len(chosen), layer.name)
+            try:
+                spectrum = analyse_layer(
+                    layer,
+                    full=opts.full,
+                    fold_bn=opts.fold_bn,
+                    sigma=ENGINE_SIGMA[opts.sigma],
+                    options=engine_options,
+                )
+            except UnsupportedLayerError as exc:
+                skipped.append(SkippedLayer(layer.name, exc.message, op=layer.kind))
+                continue
+            results.append(LayerResult(layer.name, layer.kind, LayerGeometry.of(layer), spectrum))
     if progress is not None:
         progress(len(chosen), len(chosen), "")
     return ModelReport(
@@ -214,6 +218,7 @@ def analyse(
         summary=summarise(results, skipped, opts, selected=opts.layers is not None),
         options=opts,
         notes=ir.notes,
+        eigensolvers=tuple(sorted(used)),
     )
 
 

@@ -13,7 +13,7 @@ import typer
 
 from convaudit.analysis import AnalysisOptions, ModelReport, analyse, require_convs
 from convaudit.atomic import atomic_open, check_destination
-from convaudit.cli.app import command
+from convaudit.cli.app import command, debug_enabled
 from convaudit.cli.options import (
     ARCH,
     DEVICE,
@@ -67,6 +67,14 @@ def save_spectra(reports: Sequence[ModelReport], dest: Path) -> None:
     arrays["__meta__"] = np.array(json.dumps(meta, sort_keys=True))
     with atomic_open(dest, "wb") as f:
         np.savez(f, **arrays)  # type: ignore[arg-type]
+
+
+def _debug_eigensolvers(device: str, reports: Sequence[ModelReport]) -> None:
+    from convaudit.engine.spectrum.eigensolvers import debug_lines
+
+    used = {name for report in reports for name in report.eigensolvers}
+    for line in debug_lines(device, used):
+        sys.stderr.write(f"debug: {line}\n")
 
 
 @command("spectrum")
@@ -153,6 +161,8 @@ def spectrum(
         for ir in irs:
             progress.relabel(Path(ir.path).name)
             reports.append(analyse(ir, options, progress=progress))
+    if debug_enabled():
+        _debug_eigensolvers(options.device, reports)
 
     to_tty = output is None and sys.stdout.isatty() and not fmt.machine
     render_options = RenderOptions(

@@ -147,6 +147,7 @@ def spectrum_document(reports: Sequence[ModelReport], options: RenderOptions) ->
         "layers": first.layers if first else None,
         "dtype": first.dtype if first else "float64",
         "device": first.device if first else "cpu",
+        "backend": "+".join(sorted({name for r in reports for name in r.eigensolvers})) or None,
         "full": options.full,
     }
     doc["notes"] = {"spectrum": SPECTRUM_NOTE}

@@ -430,3 +430,26 @@ def test_a_model_without_convs_is_an_error(cli, tmp_path):
         assert f"no convolution layers found in {model} {found}" in line
         # `layers` still lists what was read (nothing, or the dense layer): not an error
         assert cli("layers", str(model)).exit_code == 0
+
+
+def test_debug_names_the_eigensolver(cli, monkeypatch):
+    monkeypatch.setenv("CONVAUDIT_DEBUG", "1")
+    result = cli("spectrum", SIGNAL, "--format", "json", "--device", "cpu")
+    doc = _json(result)
+    assert doc["options"]["backend"] == "numpy-lapack"
+    lines = result.stderr.splitlines()
+    assert "debug: eigensolver on cpu: numpy-lapack" in lines
+    assert "debug: eigensolvers that ran: numpy-lapack" in lines
+    monkeypatch.delenv("CONVAUDIT_DEBUG")
+    assert "debug:" not in cli("spectrum", SIGNAL, "--format", "json").stderr
+
+
+@pytest.mark.gpu
+def test_cuda_report_names_its_eigensolver(cli, monkeypatch):
+    monkeypatch.setenv("CONVAUDIT_DEBUG", "1")
+    result = cli("spectrum", DEMO, "--format", "json", "--device", "cuda")
+    backend = _json(result)["options"]["backend"]
+    assert backend and "numpy-lapack" not in backend
+    assert any(
+        line.startswith("debug: eigensolver on cuda:") for line in result.stderr.splitlines()
+    )

@@ -2,5 +2,7 @@
 
 ``fourier``/``frequencies`` build the kernel's frequency blocks (stride aliases, dilation,
 Hermitian half); ``circular`` runs the batched decompositions; ``dense`` is the dense-matrix
-fallback for geometries the FFT does not cover exactly.
+fallback for geometries the FFT does not cover exactly. Off the CPU the singular values come
+from Hermitian eigenproblems (``routes``) solved in batches by the backend ``eigensolvers``
+selects: cuSOLVER's batched routines through ``cusolver`` (ctypes) where available.
 """

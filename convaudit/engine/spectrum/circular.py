@@ -17,38 +17,20 @@ from convaudit.engine.results import ProgressCallback
 from convaudit.engine.runtime import Runtime, chunk_size, chunks, run_chunks, single_threaded_blas
 from convaudit.engine.spectrum.fourier import check_exact_geometry
 from convaudit.engine.spectrum.frequencies import alias_frequencies, frequency_block
+from convaudit.engine.spectrum.routes import svdvals
 
 
-def device_svdvals(matrices: torch.Tensor) -> np.ndarray:
+def device_svdvals(matrices: torch.Tensor, budget: int | None = None) -> np.ndarray:
     """Singular values of (batched) matrices on a torch device, descending, as float64 numpy.
 
-    On the CPU, numpy's LAPACK: OpenBLAS, one thread per worker, measured 1.2-1.7x faster than
-    torch's MKL build on batched small complex SVDs (same gesdd algorithm).
-    Off the CPU they come from :func:`hermitian_svdvals` in double precision. Measured on an
-    H200 (torch 2.11, cuSOLVER, 28-1624 complex128 blocks of 64-512): 2.7-5.7x faster than
-    ``torch.linalg.svdvals`` and 3e-15·σ_max accurate against LAPACK, where svdvals was 4e-14 to
-    5e-13 off (and its complex64 version up to 3.6e-5). Single-precision entries are exact in
-    double, so the upcast loses nothing.
+    On the CPU, numpy's LAPACK SVD. Off the CPU, the eigenvalues of [[0, B], [Bᴴ, 0]] in
+    double precision, batched through cuSOLVER where it can (``eigensolvers``, which also says
+    which backend ran), within ``budget`` bytes. Measured on an H200 (torch 2.11, torch's
+    eigvalsh, 28-1624 complex128 blocks of 64-512): 2.7-5.7x faster than
+    ``torch.linalg.svdvals`` and 3e-15·σ_max accurate against LAPACK, where svdvals was 4e-14
+    to 5e-13 off (and its complex64 version up to 3.6e-5).
     """
-    if matrices.device.type == "cpu":
-        return np.linalg.svd(matrices.numpy(), compute_uv=False).astype(np.float64)
-    matrices = matrices.to(torch.promote_types(matrices.dtype, torch.float64))
-    return hermitian_svdvals(matrices).cpu().numpy()
-
-
-def hermitian_svdvals(matrices: torch.Tensor) -> torch.Tensor:
-    """σ(A), descending, as the top eigenvalues of the Hermitian [[0, A], [Aᴴ, 0]].
-
-    Its eigenvalues are ±σ_i and |m − n| zeros (Jordan–Wielandt), and a backward-stable
-    Hermitian eigensolver perturbs each by at most a small multiple of u·σ_max: the same
-    normwise accuracy as an SVD (unlike the Gram matrix AᴴA, which squares it).
-    """
-    m, n = matrices.shape[-2:]
-    augmented = matrices.new_zeros(*matrices.shape[:-2], m + n, m + n)
-    augmented[..., :m, m:] = matrices
-    augmented[..., m:, :m] = matrices.mH
-    eigenvalues = torch.linalg.eigvalsh(augmented)  # ascending
-    return eigenvalues[..., m + n - min(m, n) :].flip(-1).clamp_min(0)
+    return svdvals(matrices, budget=budget)
 
 
 def pointwise_spectrum(conv: Conv, grid: tuple[int, ...]) -> np.ndarray:
@@ -94,7 +76,7 @@ def frequency_svdvals(
     size = chunk_size(rt, per_freq, len(freqs), what="singular values")
 
     def work(part: slice) -> np.ndarray:
-        sv = device_svdvals(frequency_block(conv, freqs[part], grid))
+        sv = device_svdvals(frequency_block(conv, freqs[part], grid), budget=rt.max_memory)
         return sv.reshape(sv.shape[0], -1)
 
     parts = list(chunks(len(freqs), size))
