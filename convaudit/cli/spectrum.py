@@ -11,18 +11,27 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from convaudit.analysis import AnalysisOptions, ModelReport, analyse, require_convs
+from convaudit.analysis import (
+    AnalysisOptions,
+    ModelReport,
+    analyse,
+    require_analysed,
+    require_convs,
+)
 from convaudit.atomic import atomic_open, check_destination
 from convaudit.cli.app import command
 from convaudit.cli.options import (
     ARCH,
     FORCE,
     INPUT_SHAPE,
+    INPUT_SIZE,
+    INPUT_VALUE,
     NOT_AN_INPUT,
     OUTPUT,
     TRUST_PICKLE,
     emit,
     load_irs,
+    load_options,
     parse_bytes,
     resolve_device,
     stdout_width,
@@ -86,6 +95,8 @@ def spectrum(
         help="Save each layer's full spectrum (numpy .npz).",
     ),
     input_shape: list[str] | None = INPUT_SHAPE,
+    input_size: str | None = INPUT_SIZE,
+    input_value: list[str] | None = INPUT_VALUE,
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     dtype: Dtype = typer.Option(Dtype.FLOAT64, "--dtype", help="Working precision."),
     fold_bn: bool = typer.Option(
@@ -142,7 +153,10 @@ def spectrum(
         device=resolve_device(device),
         max_memory=None if max_memory is None else parse_bytes(max_memory),
     )
-    irs = load_irs(models, input_shape, trust_pickle, arch)
+    loading = load_options(
+        input_shape, trust_pickle, arch, input_size=input_size, input_value=input_value
+    )
+    irs = load_irs(models, loading)
     for ir in irs:
         require_convs(ir)  # before computing anything
 
@@ -152,6 +166,8 @@ def spectrum(
         for ir in irs:
             progress.relabel(Path(ir.path).name)
             reports.append(analyse(ir, options, progress=progress))
+    for report in reports:
+        require_analysed(report.path, (r.kind for r in report.layers), report.skipped)
 
     to_tty = output is None and sys.stdout.isatty() and not fmt.machine
     render_options = RenderOptions(

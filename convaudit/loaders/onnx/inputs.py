@@ -165,8 +165,8 @@ def _typed_values(
         cast = array.astype(dtype)
         if dtype.kind in "iub" and not np.array_equal(cast.astype(np.float64), array):
             raise InputShapeError(
-                f"--input-value {name}: {array.tolist()} is not a {dtype} value (input {name} "
-                f"of {model} is {dtype})"
+                f"--input-value {name}: {array.tolist()} does not fit input {name} of "
+                f"{model}, which is {dtype}"
             )
         out[name] = _shaped(name, cast, declared_shape(value), model, value)
     return out
