@@ -89,6 +89,13 @@ def run_check(
     if settings.baseline and write_to is None:
         baseline = read_baseline(settings.baseline)
     shapes = list(settings.input_shape)
+    loading = load_options(
+        shapes,
+        trust_pickle,
+        arch,
+        input_size=settings.input_size,
+        input_value=list(settings.input_value),
+    )
     options = AuditOptions(
         analysis=AnalysisOptions(
             fold_bn=settings.fold_bn,
@@ -102,13 +109,7 @@ def run_check(
         or settings.max_condition is not None,
         empirical=settings.empirical,
         input_shapes=parse_input_shapes(shapes),
-    )
-    loading = load_options(
-        shapes,
-        trust_pickle,
-        arch,
-        input_size=settings.input_size,
-        input_value=list(settings.input_value),
+        input_values=loading.input_values,
     )
     irs = load_irs([Path(m) for m in settings.models], loading)
     for ir in irs:

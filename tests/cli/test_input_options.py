@@ -67,6 +67,21 @@ def test_input_size_and_value_decide_sizes_and_branch(switch: Path) -> None:
     assert "follows its then_branch only" in notes
 
 
+@pytest.mark.parametrize("rate", [None, "16000", "8000"])
+def test_the_empirical_search_holds_the_sample_rate_fixed(switch: Path, rate: str | None) -> None:
+    """onnxruntime runs the model at the given rate (0 without one): its lower bound must stay
+    under the graph bound, which is that branch's, or the larger branch's without a rate."""
+    args = ["--input-value", f"sr={rate}"] if rate else []
+    result = run_cli("check", str(switch), "--input-size", "12x12", *args, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    network = json.loads(result.stdout)["models"][0]["network"]
+    assert network["empirical_error"] is None
+    lower = network["empirical"]["lower_bound"]
+    assert 0 < lower <= network["bound"] * (1 + 1e-6)
+    if rate is None:
+        assert any("held fixed" in n for n in network["notes"])
+
+
 def test_check_reads_input_size_and_value_from_the_config(switch: Path, tmp_path: Path) -> None:
     config = tmp_path / "convaudit.toml"
     config.write_text(
