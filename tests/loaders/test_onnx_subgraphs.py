@@ -337,10 +337,11 @@ def test_nested_ifs_sizes_from_onnxruntime_and_outer_weights(tmp_path: Path) -> 
 
 def test_subgraphs_nested_too_deep_are_refused(tmp_path: Path) -> None:
     out = _value("y", None)
-    branch = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "leaf", [], [out])
-    for depth in range(20):
+    leaf = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "leaf", [], [out])
+    branch = leaf
+    for depth in range(20):  # one level more in each then_branch (both would double each time)
         node = helper.make_node(
-            "If", ["c"], ["y"], name=f"level{depth}", then_branch=branch, else_branch=branch
+            "If", ["c"], ["y"], name=f"level{depth}", then_branch=branch, else_branch=leaf
         )
         branch = helper.make_graph([node], f"b{depth}", [], [out])
     graph = helper.make_graph(

@@ -8,6 +8,9 @@ What each flavour yields (details in the sibling ``pytorch_*`` modules):
   sizes from one forward pass of the built architecture, the graph from torch.export of it.
 - the same without --arch: every 3/4/5-D ``*.weight`` is ASSUMED a stride-1, unpadded,
   undilated, ungrouped conv of unknown input size, laid out as a chain; the output says so.
+- a training checkpoint whose pickle names classes torch's weights-only reader refuses (a
+  Lightning .ckpt's omegaconf hparams): its tensors by the restricted reader, every other object
+  left an inert placeholder (nothing imported or run), and the notes name those classes.
 - a full pickled nn.Module: only with trust_pickle (unpickling runs code from the file).
 """
 
