@@ -95,8 +95,6 @@ def spectrum(
         help="Save each layer's full spectrum (numpy .npz).",
     ),
     input_shape: list[str] | None = INPUT_SHAPE,
-    input_size: str | None = INPUT_SIZE,
-    input_value: list[str] | None = INPUT_VALUE,
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     dtype: Dtype = typer.Option(Dtype.FLOAT64, "--dtype", help="Working precision."),
     fold_bn: bool = typer.Option(
@@ -125,6 +123,8 @@ def spectrum(
         metavar="SIZE",
         help="Working-memory budget, e.g. 2G (default: a quarter of RAM).",
     ),
+    input_size: str | None = INPUT_SIZE,
+    input_value: list[str] | None = INPUT_VALUE,
     trust_pickle: bool = TRUST_PICKLE,
     arch: str | None = ARCH,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
