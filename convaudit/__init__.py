@@ -2,7 +2,8 @@
 
 Public API (imported lazily, so ``import convaudit`` stays light):
 
-- ``load(path, *, input_shapes=None, trust_pickle=False, arch=None) -> ModelIR``
+- ``load(path, *, input_shapes=None, input_size=None, input_values=None, trust_pickle=False,
+  arch=None) -> ModelIR``
 - ``analyse(ir, ...) -> ModelReport``
 - ``singular_values(weight, input_size, ...) -> numpy.ndarray``
 - ``operator_norm(weight, input_size, ...) -> NormResult``
@@ -35,14 +36,26 @@ def load(
     path: Any,
     *,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
+    input_size: tuple[int, ...] | None = None,
+    input_values: dict[str, Any] | None = None,
     trust_pickle: bool = False,
     arch: str | None = None,
 ) -> Any:
-    """Read a model file (ONNX, PyTorch or Keras, detected from its content) into the IR."""
+    """Read a model file (ONNX, PyTorch or Keras, detected from its content) into the IR.
+
+    ``input_size``: the spatial size of the one image-like input (batch 1, channels from the
+    graph); ``input_values``: values of ONNX inputs (arrays or numbers), e.g. ``{"sr": 16000}``.
+    """
+    import numpy as np
+
     from convaudit.loaders import LoadOptions, load_model
 
     options = LoadOptions(
-        input_shapes=dict(input_shapes or {}), trust_pickle=trust_pickle, arch=arch
+        input_shapes=dict(input_shapes or {}),
+        trust_pickle=trust_pickle,
+        arch=arch,
+        input_size=None if input_size is None else tuple(int(d) for d in input_size),
+        input_values={k: np.asarray(v) for k, v in (input_values or {}).items()},
     )
     return load_model(path, options)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -164,6 +164,30 @@ def require_convs(ir: ModelIR, *, dense_suffices: bool = False) -> None:
     raise ModelFileError(
         f"no convolution layers found in {ir.path} ({found})",
         hint=f"`convaudit layers {ir.path}` lists what was read; is this the model you meant?",
+    )
+
+
+#: ops of skipped layers that are dense, not convolutions
+_DENSE_OPS = frozenset(
+    {"dense", "Dense", "Linear", "Gemm", "MatMul", "MatMulInteger", "QLinearMatMul"}
+)
+
+
+def require_analysed(
+    path: str, analysed_kinds: Iterable[str], skipped: Sequence[SkippedLayer]
+) -> None:
+    """Refuse a model whose convs were all skipped (exit 2 with the reasons): a table of
+    skipped layers is no audit, and a gate that checked nothing must not pass."""
+    if any(kind != "dense" for kind in analysed_kinds):
+        return
+    convs = [s for s in skipped if s.op not in _DENSE_OPS]
+    if not convs:
+        return
+    shown = "; ".join(f"{s.name}: {' '.join(s.reason.split())}" for s in convs[:3])
+    more = f" (+{len(convs) - 3} more)" if len(convs) > 3 else ""
+    raise UnsupportedLayerError(
+        f"none of the {len(convs)} conv layer(s) of {path} could be analysed: {shown}{more}",
+        hint=f"`convaudit layers {path}` lists what was read and why each was skipped",
     )
 
 

@@ -14,6 +14,8 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from convaudit.analysis import AnalysisOptions, LayerResult, ModelReport, analyse
 from convaudit.errors import ConvauditError, InputShapeError, UnsupportedLayerError
 from convaudit.gate.findings import LayerMetrics, ModelCheck
@@ -35,6 +37,8 @@ class AuditOptions:
     empirical: bool = True
     search: SearchOptions = field(default_factory=lambda: SearchOptions(trials=2, iterations=6))
     input_shapes: Mapping[str, tuple[int, ...]] | None = None
+    #: values of integer / bool ONNX inputs (--input-value), held fixed by the empirical search
+    input_values: Mapping[str, np.ndarray] | None = None
 
 
 def _metrics(result: LayerResult) -> LayerMetrics:
@@ -101,7 +105,7 @@ def empirical_bound(ir: ModelIR, options: AuditOptions) -> EmpiricalBound:
     TorchScript and torch.export programs."""
     shapes = _input_shapes(ir, options.input_shapes or {})
     if ir.format == "onnx":
-        return onnx_blackbox(ir.path, shapes).search(options.search)
+        return onnx_blackbox(ir.path, shapes, options.input_values).search(options.search)
     if ir.format == "pytorch":
         program = torch_program(ir.path)
         if len(shapes) != 1:

@@ -210,6 +210,7 @@ NODE_KINDS: tuple[str, ...] = (
     "global_maxpool",
     "identity",  # reshape, flatten, transpose, dropout (eval), squeeze, zero pad, slice ...
     "resize_nearest",  # attrs: factor=tuple[int, ...]
+    "select",  # inputs: (condition, one tensor per branch): the output is one of the branches'
     "unknown",
 )
 
@@ -230,12 +231,15 @@ class Graph:
 
     ``chain_assumed`` is True when the loader had no graph and laid the layers out as a plain
     chain in module order: any bound built on it is an assumption, and says so.
+    ``parameters``: the inputs (of ``inputs``) that are integers or booleans, such as a sample
+    rate: not variables of a Lipschitz bound, which then holds for each of their values.
     """
 
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     nodes: tuple[GraphNode, ...]
     chain_assumed: bool = False
+    parameters: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

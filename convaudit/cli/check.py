@@ -16,7 +16,7 @@ from typing import Any
 import typer
 
 from convaudit import __version__
-from convaudit.analysis import AnalysisOptions, require_convs
+from convaudit.analysis import AnalysisOptions, require_analysed, require_convs
 from convaudit.atomic import check_destination
 from convaudit.audit import AuditOptions, audit_model
 from convaudit.cli.app import command
@@ -25,11 +25,14 @@ from convaudit.cli.options import (
     DEVICE,
     FORCE,
     INPUT_SHAPE,
+    INPUT_SIZE,
+    INPUT_VALUE,
     NOT_AN_INPUT,
     OUTPUT,
     TRUST_PICKLE,
     emit,
     load_irs,
+    load_options,
     parse_input_shapes,
     resolve_device,
     stdout_width,
@@ -87,6 +90,13 @@ def run_check(
     if settings.baseline and write_to is None:
         baseline = read_baseline(settings.baseline)
     shapes = list(settings.input_shape)
+    loading = load_options(
+        shapes,
+        trust_pickle,
+        arch,
+        input_size=settings.input_size,
+        input_value=list(settings.input_value),
+    )
     options = AuditOptions(
         analysis=AnalysisOptions(
             fold_bn=settings.fold_bn,
@@ -100,8 +110,9 @@ def run_check(
         or settings.max_condition is not None,
         empirical=settings.empirical,
         input_shapes=parse_input_shapes(shapes),
+        input_values=loading.input_values,
     )
-    irs = load_irs([Path(m) for m in settings.models], shapes, trust_pickle, arch)
+    irs = load_irs([Path(m) for m in settings.models], loading)
     for ir in irs:
         require_convs(ir, dense_suffices=True)  # an MLP's Lipschitz bound is still a check
     show = not quiet and settings.format == "table" and stderr_is_tty()
@@ -110,6 +121,8 @@ def run_check(
         for ir in irs:
             progress.relabel(Path(ir.path).name)
             checks.append(audit_model(ir, _key(ir.path, baseline_path), options, progress=progress))
+    for measured in checks:  # a gate that could check none of a model's convs must not pass
+        require_analysed(measured.path, (m.kind for m in measured.layers), measured.skipped)
     if write_to is not None:
         write_baseline(write_to, baseline_entries(checks), version=__version__)
         baseline = read_baseline(write_to)
@@ -175,6 +188,8 @@ def check(
         help="Exit 0 even when limits are exceeded (still 2 on errors).",
     ),
     input_shape: list[str] | None = INPUT_SHAPE,
+    input_size: str | None = INPUT_SIZE,
+    input_value: list[str] | None = INPUT_VALUE,
     config: Path | None = typer.Option(
         None,
         "--config",
@@ -221,6 +236,8 @@ def check(
         "format": None if fmt is None else fmt.value,
         "exit_zero": exit_zero,
         "input_shape": tuple(input_shape or ()),
+        "input_size": input_size,
+        "input_value": tuple(input_value or ()),
         "fold_bn": fold_bn,
         "sigma": sigma,
         "empirical": empirical,

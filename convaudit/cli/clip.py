@@ -18,9 +18,11 @@ from convaudit.cli.app import command
 from convaudit.cli.options import (
     ARCH,
     INPUT_SHAPE,
+    INPUT_SIZE,
+    INPUT_VALUE,
     TRUST_PICKLE,
+    load_options,
     parse_bytes,
-    parse_input_shapes,
     resolve_device,
 )
 from convaudit.cli.progress import LazyProgress, stderr_is_tty
@@ -28,7 +30,6 @@ from convaudit.clipping import ClipOptions, ClipReport, clip_model, parse_bound_
 from convaudit.engine.projection.kernel import DEFAULT_TOL
 from convaudit.errors import EXIT_CHECK_FAILED, ConfigError
 from convaudit.gate.config import load_toml
-from convaudit.loaders import LoadOptions
 
 SCHEMA_VERSION = 1
 
@@ -197,6 +198,8 @@ def clip(
         help="Clip each conv together with its eval-mode BatchNorm (written into the conv; BN untouched).",
     ),
     input_shape: list[str] | None = INPUT_SHAPE,
+    input_size: str | None = INPUT_SIZE,
+    input_value: list[str] | None = INPUT_VALUE,
     output: Path | None = typer.Option(
         None, "-o", "--output", help="Write the clipped model here."
     ),
@@ -241,8 +244,8 @@ def clip(
         device=resolve_device(device),
         max_memory=None if max_memory is None else parse_bytes(max_memory),
     )
-    load_options = LoadOptions(
-        input_shapes=parse_input_shapes(input_shape), trust_pickle=trust_pickle, arch=arch
+    loading = load_options(
+        input_shape, trust_pickle, arch, input_size=input_size, input_value=input_value
     )
     show = not quiet and fmt is ClipFormat.TABLE and stderr_is_tty()
     with LazyProgress("clipping", enabled=show) as progress:
@@ -253,7 +256,7 @@ def clip(
             force=force,
             dry_run=dry_run,
             options=options,
-            load_options=load_options,
+            load_options=loading,
             progress=progress,
         )
     sys.stdout.write(render_json(report) if fmt is ClipFormat.JSON else render_table(report))

@@ -14,11 +14,14 @@ from convaudit.cli.options import (
     ARCH,
     FORCE,
     INPUT_SHAPE,
+    INPUT_SIZE,
+    INPUT_VALUE,
     NOT_AN_INPUT,
     OUTPUT,
     TRUST_PICKLE,
     emit,
     load_irs,
+    load_options,
     stdout_width,
 )
 
@@ -37,6 +40,8 @@ def layers(
     output: Path | None = OUTPUT,
     force: bool = FORCE,
     input_shape: list[str] | None = INPUT_SHAPE,
+    input_size: str | None = INPUT_SIZE,
+    input_value: list[str] | None = INPUT_VALUE,
     trust_pickle: bool = TRUST_PICKLE,
     arch: str | None = ARCH,
 ) -> None:
@@ -48,7 +53,10 @@ def layers(
     """
     if output is not None:
         check_destination(output, overwrite=force, protect=models, protect_hint=NOT_AN_INPUT)
-    irs = load_irs(models, input_shape, trust_pickle, arch)
+    loading = load_options(
+        input_shape, trust_pickle, arch, input_size=input_size, input_value=input_value
+    )
+    irs = load_irs(models, loading)
     if fmt is LayersFormat.JSON:
         from convaudit.report.json import render_layers_json
 

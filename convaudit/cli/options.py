@@ -1,5 +1,5 @@
-"""What the commands share: their common options, parsing of option values (input shapes,
-devices, byte sizes), reading the models and writing the report."""
+"""What the commands share: their common options, parsing of option values (input shapes, sizes
+and values, devices, byte sizes), reading the models and writing the report."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import re
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -14,6 +15,9 @@ from convaudit.atomic import atomic_open
 from convaudit.errors import ConfigError, InputShapeError
 from convaudit.ir import ModelIR
 from convaudit.loaders.interface import LoadOptions
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def parse_input_shapes(values: list[str] | None) -> dict[str, tuple[int, ...]]:
@@ -41,6 +45,57 @@ def parse_input_shapes(values: list[str] | None) -> dict[str, tuple[int, ...]]:
             )
         shapes[name] = shape
     return shapes
+
+
+def parse_input_size(text: str | None) -> tuple[int, ...] | None:
+    """``640x640`` (H x W; ``16000`` for 1-D, ``DxHxW`` for 3-D) -> (640, 640)."""
+    if text is None:
+        return None
+    parts = re.split(r"[x×,]", text.strip().lower())
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        size = ()
+    if not 1 <= len(size) <= 3 or any(d <= 0 for d in size):
+        raise InputShapeError(
+            f"bad --input-size {text!r}: need 1 to 3 positive integers",
+            hint="write it as HxW, e.g. --input-size 640x640 (a length for 1-D inputs)",
+        )
+    return size
+
+
+def _value(raw: str) -> int | float | bool:
+    word = raw.strip().lower()
+    if word in ("true", "false"):
+        return word == "true"
+    try:
+        return int(word)
+    except ValueError:
+        return float(word)
+
+
+def parse_input_values(values: list[str] | None) -> dict[str, np.ndarray]:
+    """``NAME=VALUE`` (repeatable): a number, ``true``/``false``, or a comma list of numbers."""
+    import numpy as np
+
+    out: dict[str, np.ndarray] = {}
+    for raw in values or []:
+        name, sep, text = raw.partition("=")
+        name = name.strip()
+        try:
+            items = [_value(v) for v in text.split(",")] if sep and text.strip() else []
+        except ValueError:
+            items = []
+        if not name or not items:
+            raise InputShapeError(
+                f"bad --input-value {raw!r}: need NAME=VALUE with a number (or a comma list)",
+                hint="e.g. --input-value sr=16000",
+            )
+        value = np.asarray(items[0] if len(items) == 1 else items)
+        if name in out and not np.array_equal(out[name], value):
+            raise InputShapeError(f"--input-value gives two different values for {name!r}")
+        out[name] = value
+    return out
 
 
 _UNITS = {
@@ -94,6 +149,18 @@ INPUT_SHAPE = typer.Option(
     metavar="NAME=1,3,224,224",
     help="Fix a model input's full shape (batch and channels included); repeatable.",
 )
+INPUT_SIZE = typer.Option(
+    None,
+    "--input-size",
+    metavar="HxW",
+    help="Spatial size of the model's one image-like input, e.g. 640x640 (batch 1, channels from the graph).",
+)
+INPUT_VALUE = typer.Option(
+    None,
+    "--input-value",
+    metavar="NAME=VALUE",
+    help="Give an ONNX input a value, e.g. sr=16000 (decides If branches); repeatable.",
+)
 TRUST_PICKLE = typer.Option(
     False,
     "--trust-pickle",
@@ -112,14 +179,27 @@ FORCE = typer.Option(False, "--force", help="Replace existing output files.")
 DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda[:N].")
 
 
-def load_irs(
-    models: list[Path], input_shape: list[str] | None, trust_pickle: bool, arch: str | None
-) -> list[ModelIR]:
+def load_options(
+    input_shape: list[str] | None,
+    trust_pickle: bool = False,
+    arch: str | None = None,
+    *,
+    input_size: str | None = None,
+    input_value: list[str] | None = None,
+) -> LoadOptions:
+    """The loader options from the shared command-line options' raw values."""
+    return LoadOptions(
+        input_shapes=parse_input_shapes(input_shape),
+        trust_pickle=trust_pickle,
+        arch=arch,
+        input_size=parse_input_size(input_size),
+        input_values=parse_input_values(input_value),
+    )
+
+
+def load_irs(models: list[Path], options: LoadOptions) -> list[ModelIR]:
     from convaudit.loaders import load_model
 
-    options = LoadOptions(
-        input_shapes=parse_input_shapes(input_shape), trust_pickle=trust_pickle, arch=arch
-    )
     return [load_model(path, options) for path in models]
 
 

@@ -11,7 +11,13 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from convaudit.analysis import AnalysisOptions, ModelReport, analyse, require_convs
+from convaudit.analysis import (
+    AnalysisOptions,
+    ModelReport,
+    analyse,
+    require_analysed,
+    require_convs,
+)
 from convaudit.atomic import atomic_open, check_destination
 from convaudit.cli.app import command, debug_enabled
 from convaudit.cli.options import (
@@ -19,11 +25,14 @@ from convaudit.cli.options import (
     DEVICE,
     FORCE,
     INPUT_SHAPE,
+    INPUT_SIZE,
+    INPUT_VALUE,
     NOT_AN_INPUT,
     OUTPUT,
     TRUST_PICKLE,
     emit,
     load_irs,
+    load_options,
     parse_bytes,
     resolve_device,
     stdout_width,
@@ -123,6 +132,8 @@ def spectrum(
         metavar="SIZE",
         help="Working-memory budget, e.g. 2G (default: a quarter of RAM).",
     ),
+    input_size: str | None = INPUT_SIZE,
+    input_value: list[str] | None = INPUT_VALUE,
     trust_pickle: bool = TRUST_PICKLE,
     arch: str | None = ARCH,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -151,7 +162,10 @@ def spectrum(
         device=resolve_device(device),
         max_memory=None if max_memory is None else parse_bytes(max_memory),
     )
-    irs = load_irs(models, input_shape, trust_pickle, arch)
+    loading = load_options(
+        input_shape, trust_pickle, arch, input_size=input_size, input_value=input_value
+    )
+    irs = load_irs(models, loading)
     for ir in irs:
         require_convs(ir)  # before computing anything
 
@@ -163,6 +177,8 @@ def spectrum(
             reports.append(analyse(ir, options, progress=progress))
     if debug_enabled():
         _debug_eigensolvers(options.device, reports)
+    for report in reports:
+        require_analysed(report.path, (r.kind for r in report.layers), report.skipped)
 
     to_tty = output is None and sys.stdout.isatty() and not fmt.machine
     render_options = RenderOptions(

@@ -59,6 +59,8 @@ class Override:
 class Settings:
     models: tuple[str, ...] = ()
     input_shape: tuple[str, ...] = ()
+    input_size: str | None = None
+    input_value: tuple[str, ...] = ()
     max_sigma: float | None = None
     min_sigma: float | None = None
     max_condition: float | None = None
@@ -180,6 +182,8 @@ def check_pattern(pattern: str) -> None:
 KEYS: dict[str, Callable[[str, Any], Any]] = {
     "models": _strings,
     "input-shape": _strings,
+    "input-size": _text,
+    "input-value": _strings,
     "max-sigma": _number,
     "min-sigma": _number,
     "max-condition": _number,

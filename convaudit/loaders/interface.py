@@ -19,6 +19,10 @@ class LoadOptions:
 
     ``input_shapes``: full input tensor shapes by input name (batch and channels included),
     e.g. ``{"x": (1, 3, 224, 224)}``; a single unnamed shape may use the key ``""``.
+    ``input_size``: the spatial size (e.g. ``(640, 640)``) of the model's single image-like
+    input; batch 1 and the channel count the graph declares complete its shape.
+    ``input_values``: values of model inputs by name (e.g. ``{"sr": np.array(16000)}``); they
+    fix those inputs' shapes and make what depends on them constant (an ``If`` condition).
     ``trust_pickle``: allow full unpickling (runs code from the file).
     ``arch``: ``module:callable`` building the architecture for a bare state_dict.
     """
@@ -26,6 +30,8 @@ class LoadOptions:
     input_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     trust_pickle: bool = False
     arch: str | None = None
+    input_size: tuple[int, ...] | None = None
+    input_values: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
 class Loader(ABC):

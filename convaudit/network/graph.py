@@ -135,7 +135,10 @@ class _Propagation:
     def __init__(self, graph: Graph, bounds: LayerBounds) -> None:
         self.graph = graph
         self.bounds = bounds
-        self.lip: dict[str, float] = {name: 1.0 for name in graph.inputs}
+        # integer / bool inputs are parameters, fixed like constants: L = 0
+        self.lip: dict[str, float] = {
+            name: 1.0 for name in graph.inputs if name not in graph.parameters
+        }
         self.blockers: dict[str, frozenset[Blocker]] = {}
         self.producer: dict[str, GraphNode] = {}
         self.factors: list[float] = []  # per-layer sigma_max used, for the naive product
@@ -229,6 +232,17 @@ class _Propagation:
             return self.scale(self.data_input(node), global_avgpool_bound(attrs))
         if kind in ("global_maxpool", "identity"):
             return self.data_input(node)
+        if kind == "select":
+            # the output is one branch's, chosen by the condition: the larger bound holds while
+            # the condition is fixed; one that moves with the input makes the output jump
+            if not node.inputs:
+                raise RuleError("the loader gave no condition")
+            if self.L(node.inputs[0]) != 0.0:
+                raise RuleError(
+                    "its condition depends on the network input: the output can jump from one "
+                    "branch to the other"
+                )
+            return max((self.L(t) for t in node.inputs[1:]), default=0.0)
         if kind == "resize_nearest":
             factor = attrs.get("factor")
             if not factor or any(int(f) != f or f < 1 for f in factor):
@@ -287,6 +301,11 @@ def network_bound(graph: Graph, bounds: LayerBounds | Mapping[str, float]) -> Ne
         bounds = LayerBounds(plain=dict(bounds))
     prop = _Propagation(graph, bounds)
     prop.run()
+    if graph.parameters:
+        prop.notes.append(
+            f"integer/bool inputs ({', '.join(graph.parameters)}) are held fixed: the bound "
+            "holds for each of their values"
+        )
     per_output = {name: prop.L(name) for name in graph.outputs}
     value = math.sqrt(sum(v * v for v in per_output.values())) if per_output else 0.0
     reaching: set[Blocker] = set()

@@ -19,6 +19,7 @@ Expected outcomes:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -90,6 +91,11 @@ def write_bases(out: Path) -> dict[str, Path]:
     torch.save(state, bases["pt"])
     torch.save(state, bases["pt-legacy"], _use_new_zipfile_serialization=False)
     torch.save({"epoch": 3, "state_dict": state, "optimizer": {}}, bases["ckpt"])
+    bases["ckpt-restricted"] = b / "lightning.ckpt"
+    with _gone_module(b) as gone:
+        hparams = gone.HParams(lr=0.1, channels=[3, 4, 2])
+        torch.save({"epoch": 3, "state_dict": state, "hyper_parameters": hparams},
+                   bases["ckpt-restricted"])  # fmt: skip
     save_file({k: v.contiguous() for k, v in state.items()}, bases["safetensors"])
     torch.jit.save(torch.jit.script(net), bases["torchscript"])
     torch.export.save(torch.export.export(net, (x,)), bases["pt2"])
@@ -113,6 +119,27 @@ def write_bases(out: Path) -> dict[str, Path]:
     model.save(bases["h5"])
     model.save_weights(bases["weights.h5"])
     return bases
+
+
+@contextlib.contextmanager
+def _gone_module(folder: Path):  # type: ignore[no-untyped-def]
+    """A module importable while a checkpoint is written, and gone when it is read (a Lightning
+    .ckpt's omegaconf hparams on a machine without omegaconf): its classes' objects must come
+    back as placeholders, never imported."""
+    import importlib
+
+    home = folder / "gone"
+    home.mkdir(exist_ok=True)
+    (home / "ca_gone_hparams.py").write_text(
+        "class HParams(dict):\n    pass\n\n\nclass Blob:\n    pass\n"
+    )
+    sys.path.insert(0, str(home))
+    try:
+        yield importlib.import_module("ca_gone_hparams")
+    finally:
+        sys.path.remove(str(home))
+        sys.modules.pop("ca_gone_hparams", None)
+        shutil.rmtree(home)
 
 
 LAMBDA_MARKER = "LAMBDA_RAN"  # created in OUTDIR whenever the Lambda below is executed
@@ -584,7 +611,64 @@ def _onnx_cases(out: Path, bases: dict[str, Path]) -> list[Case]:
             )
         )
 
+    cases += _subgraph_cases(d, base, first, w)
     cases += _external_data_cases(d, base)
+    return cases
+
+
+def _subgraph_cases(d: Path, base, first: str, w) -> list[Case]:  # type: ignore[no-untyped-def]
+    """If bodies: nested past the reader's depth limit; a conv in a branch (read); a Paddle-style
+    Constant kernel with a -1 dim inside a branch."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    cases: list[Case] = []
+    conv = next(n for n in base.graph.node if n.op_type == "Conv")
+    out = helper.make_tensor_value_info(conv.output[0], TensorProto.FLOAT, None)
+
+    def with_branches(branch: onnx.GraphProto, name: str) -> Path:
+        m = onnx.ModelProto()
+        m.CopyFrom(base)
+        m.graph.input.append(helper.make_tensor_value_info("cond", TensorProto.BOOL, []))
+        node = helper.make_node(
+            "If", ["cond"], [conv.output[0]], name="branchy", then_branch=branch,
+            else_branch=branch,
+        )  # fmt: skip
+        index = next(i for i, n in enumerate(m.graph.node) if n.output[0] == conv.output[0])
+        del m.graph.node[index]
+        m.graph.node.insert(index, node)
+        f = d / name
+        f.write_bytes(m.SerializeToString())
+        return f
+
+    inner = onnx.NodeProto()
+    inner.CopyFrom(conv)
+    branch = helper.make_graph([inner], "leaf", [], [out])
+    f = with_branches(branch, "conv-in-if.onnx")
+    cases.append(Case("onnx-conv-in-if", str(f), "ok", "subgraphs: a conv in each branch"))
+    deep = branch
+    for depth in range(20):  # protobuf still parses it; the reader's limit is 16
+        node = helper.make_node("If", ["cond"], [conv.output[0]], name=f"level{depth}",
+                                then_branch=deep, else_branch=branch)  # fmt: skip
+        deep = helper.make_graph([node], f"b{depth}", [], [out])
+    f = with_branches(deep, "if-nested-20.onnx")
+    cases.append(
+        Case("onnx-if-nested-too-deep", str(f), "error", "absurd sizes", error_mentions=["nested"])
+    )
+    t = numpy_helper.from_array(w, "k")
+    del t.dims[:]
+    t.dims.extend([-1, *w.shape[1:]])
+    constant = helper.make_node("Constant", [], [first + "_in_branch"], value=t)
+    inner = onnx.NodeProto()
+    inner.CopyFrom(conv)
+    inner.input[1] = first + "_in_branch"
+    f = with_branches(
+        helper.make_graph([constant, inner], "minus_one", [], [out]), "if-kernel-minus-one.onnx"
+    )
+    cases.append(
+        Case("onnx-kernel-minus-one-dim-in-if", str(f), "error", "absurd sizes",
+             error_mentions=["negative"])
+    )  # fmt: skip
     return cases
 
 
@@ -671,6 +755,22 @@ def _pytorch_cases(out: Path, bases: dict[str, Path]) -> list[Case]:
     torch.save(zero, d / "zero-kernel.pt")
     cases.append(
         Case("pt-zero-kernel", str(d / "zero-kernel.pt"), "zero", "all-zero kernels", layer=layer)
+    )
+    with _gone_module(d) as gone:
+        blob = gone.Blob()
+        blob.payload = bytes(range(256)) * (64 * 1024)  # 16 MiB of BUILD state
+        nested: list = []
+        for _ in range(200):
+            nested = [nested, {"down": nested}]
+        blob.nested = nested
+        torch.save({"state_dict": state, "hyper_parameters": blob}, d / "huge-setstate.ckpt")
+    cases.append(
+        Case(
+            "pt-placeholder-huge-setstate",
+            str(d / "huge-setstate.ckpt"),
+            "ok",
+            "untrusted objects: a placeholder with a huge BUILD state",
+        )
     )
     torch.save({}, d / "empty-state.pt")
     cases.append(

@@ -32,6 +32,7 @@ FLAVOURS = [
     "pt",
     "pt-legacy",
     "ckpt",
+    "ckpt-restricted",
     "safetensors",
     "torchscript",
     "pt2",

@@ -180,6 +180,20 @@ def test_nested_model_with_lambda_and_dynamic_input(cases):
     assert load(files["h5"], dyn=(1, 12, 10, 2)).convs[0].input_size == (12, 10)
 
 
+def test_input_size_fills_a_dynamic_image_input(cases):
+    """--input-size on a Keras file: batch 1, the channels (last) the config declares."""
+    from convaudit.loaders.interface import LoadOptions
+    from convaudit.loaders.keras.reader import KerasLoader
+
+    for flavour in CONFIG_FLAVOURS:
+        path = cases["nested"].files[flavour]
+        ir = KerasLoader().load(path, LoadOptions(input_size=(12, 10)))
+        assert ir.input_shapes == {"dyn": (1, 12, 10, 2)}
+        assert {c.name: c.input_size for c in ir.convs}["inner/ic"] == (12, 10)
+        with pytest.raises(InputShapeError, match="rank 3"):
+            KerasLoader().load(path, LoadOptions(input_size=(12,)))
+
+
 def test_input_shape_errors(cases):
     path = cases["f2d"].files["keras"]
     with pytest.raises(InputShapeError, match="contradicts"):

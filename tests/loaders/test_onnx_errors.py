@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import helper
 from onnx_fixtures import Exported, Net1d, export
 
 from convaudit.errors import ConvauditError, ModelFileError
@@ -132,11 +131,14 @@ def test_declared_size_larger_than_data(legacy: Exported, tmp_path: Path) -> Non
     expect_error(damaged(legacy, tmp_path, inflate), "declares .* bytes but only")
 
 
-def test_unknown_opset_domain(legacy: Exported, tmp_path: Path) -> None:
-    def add_domain(model: onnx.ModelProto) -> None:
-        model.opset_import.append(helper.make_opsetid("com.example.secret", 1))
+def test_node_of_an_undeclared_domain(legacy: Exported, tmp_path: Path) -> None:
+    """A declared unknown domain is read (tests/loaders/test_onnx_domains.py); a node whose
+    domain the model never declares is a malformed file."""
 
-    expect_error(damaged(legacy, tmp_path, add_domain), "unknown opset domain 'com.example.secret'")
+    def use_domain(model: onnx.ModelProto) -> None:
+        model.graph.node[0].domain = "com.example.secret"
+
+    expect_error(damaged(legacy, tmp_path, use_domain), "domain 'com.example.secret'.*not import")
 
 
 def test_opset_newer_than_onnx(legacy: Exported, tmp_path: Path) -> None:

@@ -117,7 +117,7 @@ def test_runtime_fallback_measures_unknown_sizes(tmp_path: Path) -> None:
     assert any("onnxruntime" in note for note in ir.notes)
 
 
-def test_conv_inside_if_is_skipped_with_reason(tmp_path: Path) -> None:
+def test_convs_inside_if_are_read_by_branch_path(tmp_path: Path) -> None:
     w = numpy_helper.from_array(np.ones((2, 3, 3, 3), np.float32), "w")
     out = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
     branch = lambda name: helper.make_graph(  # noqa: E731
@@ -144,11 +144,19 @@ def test_conv_inside_if_is_skipped_with_reason(tmp_path: Path) -> None:
     path = tmp_path / "m.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     ir = OnnxLoader().load(path, LoadOptions())
-    assert not ir.layers
-    assert {s.name for s in ir.skipped} == {"then_conv", "else_conv"}
-    assert all("If subgraph" in s.reason and s.op == "Conv" for s in ir.skipped)
-    assert [n.kind for n in ir.graph.nodes] == ["unknown"]
-    assert set(ir.graph.nodes[0].inputs) == {"cond", "x"}  # outer names the branches read
+    assert not ir.skipped
+    assert [c.name for c in ir.convs] == [
+        "branchy/then_branch/then_conv",
+        "branchy/else_branch/else_conv",
+    ]
+    assert all(c.input_size == (8, 8) and c.kernel.shape == (2, 3, 3, 3) for c in ir.convs)
+    assert [n.kind for n in ir.graph.nodes] == ["conv", "conv", "select"]
+    assert ir.graph.nodes[2].inputs == (
+        "cond",
+        "branchy/then_branch/y",
+        "branchy/else_branch/y",
+    )  # each branch's y is its own tensor
+    assert ir.graph.parameters == ("cond",)  # a bool input: held fixed by the bound
 
 
 def test_unnamed_nodes_get_stable_names(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import struct
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -26,7 +27,7 @@ PWNED = Path("/tmp/convaudit-test-pickle-ran")
 
 
 class Evil:
-    """Unpickling this runs code: the loader must refuse it without --trust-pickle."""
+    """Unpickling this runs code: the loader must never call it without --trust-pickle."""
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return (PWNED.write_text, ("ran",))
@@ -42,12 +43,26 @@ def assert_one_line(err: ConvauditError) -> None:
     ) or "--arch" in err.message
 
 
-def test_full_pickle_is_refused_with_reason_and_hint(tmp_path: Path) -> None:
+def test_a_payload_beside_the_weights_is_never_run(tmp_path: Path) -> None:
+    """The restricted reader takes the tensors and leaves the payload an inert placeholder."""
     PWNED.unlink(missing_ok=True)
-    torch.save({"model": Evil(), "conv.weight": torch.zeros(2, 2, 3, 3)}, tmp_path / "evil.pt")
+    weight = torch.randn(2, 2, 3, 3)
+    torch.save({"model": Evil(), "conv.weight": weight}, tmp_path / "evil.pt")
+    ir = PyTorchLoader().load(tmp_path / "evil.pt", LoadOptions())
+    np.testing.assert_array_equal(ir.layer("conv").kernel, weight.numpy())
+    assert any("without running code" in n and "builtins.getattr" in n for n in ir.notes)
+    assert not PWNED.exists()
+
+
+def test_tensors_inside_an_unloaded_object_need_trust_with_reason_and_hint(
+    tmp_path: Path,
+) -> None:
+    PWNED.unlink(missing_ok=True)
+    torch.save({"model": Evil()}, tmp_path / "evil.pt")
     with pytest.raises(UntrustedPickleError) as info:
         load(tmp_path / "evil.pt")
     assert "arbitrary code" in info.value.message and "unpickling" in info.value.message
+    assert "builtins.getattr" in info.value.message  # what holds them (a bound method)
     assert "--trust-pickle" in (info.value.hint or "")
     assert not PWNED.exists()
     assert_one_line(info.value)

@@ -553,9 +553,8 @@ def test_arch_falls_back_to_an_assumed_chain_and_reports_unused_modules(tmp_path
 @pytest.mark.parametrize("legacy", [True, False])
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_any_pickle_protocol(tmp_path: Path, protocol: int, legacy: bool) -> None:
-    """torch's weights_only reader parses protocol 2 only: newer ones need --trust-pickle."""
-    from convaudit.errors import UntrustedPickleError
-
+    """torch's weights_only reader parses protocol 2 only; the restricted reader takes newer ones,
+    without --trust-pickle, bit-exact."""
     weight = torch.randn(3, 2, 3, 3)
     path = tmp_path / "legacy.pt"
     torch.save(
@@ -565,12 +564,12 @@ def test_any_pickle_protocol(tmp_path: Path, protocol: int, legacy: bool) -> Non
         pickle_protocol=protocol,
     )
     assert PyTorchLoader.sniff(path, path.read_bytes()[:4096])
-    if protocol > 2:
-        with pytest.raises(UntrustedPickleError, match="pickle protocol 4 or later"):
-            load(path)
-    ir = load(path, trust_pickle=protocol > 2)
-    np.testing.assert_array_equal(ir.layer("c").kernel, weight.numpy())
-    assert ir.layer("c").provenance.get("container") == ("legacy" if legacy else "zip")
+    for trusted in (False, True):
+        ir = load(path, trust_pickle=trusted)
+        np.testing.assert_array_equal(ir.layer("c").kernel, weight.numpy())
+        assert ir.layer("c").provenance.get("container") == ("legacy" if legacy else "zip")
+    read = load(path).layer("c").provenance.get("unpickled")
+    assert read == (None if protocol == 2 else "restricted")
 
 
 class OpZoo(nn.Module):

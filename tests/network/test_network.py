@@ -258,6 +258,44 @@ def test_every_node_kind_but_unknown_has_a_rule():
     from convaudit.ir import NODE_KINDS
 
     for kind in NODE_KINDS:
-        graph = Graph(("x",), ("y",), (node("n", kind, ("x",), ("y",), **attrs.get(kind, {})),))
+        inputs = ("cond", "x") if kind == "select" else ("x",)  # cond: a constant
+        graph = Graph(("x",), ("y",), (node("n", kind, inputs, ("y",), **attrs.get(kind, {})),))
         result = network_bound(graph, {"L": 1.0})
         assert result.bounded == (kind != "unknown"), kind
+
+
+def test_select_takes_the_larger_branch_while_its_condition_is_fixed():
+    """y = cond ? 3x : 0.5x. With cond fixed (a constant, or derived from an integer input held
+    fixed) y is one of the two linear maps: L <= 3. A condition that moves with x makes y jump:
+    no Lipschitz constant at all, so the bound must refuse."""
+    branches = (
+        node("then", "mul_const", ("x",), ("t",), value=3.0),
+        node("else", "mul_const", ("x",), ("e",), value=0.5),
+    )
+    fixed = Graph(("x",), ("y",), (*branches, node("if", "select", ("c", "t", "e"), ("y",))))
+    assert network_bound(fixed, {}).value == pytest.approx(3.0)
+    from_parameter = Graph(
+        ("x", "sr"),
+        ("y",),
+        (
+            *branches,
+            node("eq", "unknown", ("sr",), ("c",)),  # Equal(sr, 16000): no rule, but sr is fixed
+            node("if", "select", ("c", "t", "e"), ("y",)),
+        ),
+        parameters=("sr",),
+    )
+    result = network_bound(from_parameter, {})
+    assert result.value == pytest.approx(3.0)
+    assert any("sr" in n and "fixed" in n for n in result.notes)
+    moving = Graph(
+        ("x",),
+        ("y",),
+        (
+            *branches,
+            node("gt", "unknown", ("x",), ("c",)),  # Greater(x, 0): the data picks the branch
+            node("if", "select", ("c", "t", "e"), ("y",)),
+        ),
+    )
+    result = network_bound(moving, {})
+    assert not result.bounded
+    assert "node gt" in result.describe() and "jump" in result.describe()

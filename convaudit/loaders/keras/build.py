@@ -46,6 +46,33 @@ def merge_input_shapes(model: KModel, given: Mapping[str, tuple[int, ...]]) -> d
     return {t: s for t, s in shapes.items() if s}
 
 
+def sized_input(model: KModel, size: tuple[int, ...]) -> tuple[str, tuple[int, ...]]:
+    """(input, full shape) for ``--input-size``: the one input of rank len(size) + 2, batch 1,
+    channels as the config declares them (last, Keras' default, or first)."""
+    shown = "x".join(map(str, size))
+    candidates = [t for t in model.inputs if len(model.declared.get(t, ()) or ()) == len(size) + 2]
+    if len(candidates) != 1:
+        raise InputShapeError(
+            f"--input-size {shown} needs one input of rank {len(size) + 2}, but the model's "
+            f"inputs are {', '.join(f'{t} {model.declared.get(t)}' for t in model.inputs)}",
+            hint="give the full shape instead with --input-shape NAME=DIMS",
+        )
+    name = candidates[0]
+    declared = model.declared[name]
+    if declared[-1] is not None:
+        shape, spatial = (1, *size, int(declared[-1])), declared[1:-1]
+    elif declared[1] is not None:
+        shape, spatial = (1, int(declared[1]), *size), declared[2:]
+    else:
+        raise InputShapeError(
+            f"--input-size {shown}: input {name} {declared} declares no channel count",
+            hint="give the full shape instead with --input-shape NAME=DIMS",
+        )
+    if any(d is not None and d != n for d, n in zip(spatial, size, strict=True)):
+        raise InputShapeError(f"--input-size {shown} contradicts input {name} {declared}")
+    return name, shape
+
+
 def _input_size(
     layer: KLayer, model: KModel, shapes: Mapping[str, Shape]
 ) -> tuple[tuple[int, ...] | None, tuple[str, ...]]:
@@ -93,8 +120,16 @@ def build_with_config(
     weights: Mapping[str, LayerWeights],
     ctx: Context,
     given: Mapping[str, tuple[int, ...]],
+    size: tuple[int, ...] | None = None,
 ) -> tuple[list[Layer], list[SkippedLayer], dict[str, Shape], Graph, list[str]]:
-    """IR layers, skipped layers, input shapes, graph and notes of a model with a config."""
+    """IR layers, skipped layers, input shapes, graph and notes of a model with a config.
+
+    ``size``: --input-size, the spatial size of the one image-like input."""
+    if size is not None:
+        name, shape = sized_input(model, size)
+        if name in given and tuple(given[name]) != shape:
+            raise InputShapeError(f"--input-size and --input-shape {name} disagree")
+        given = {**given, name: shape}
     inputs = merge_input_shapes(model, given)
     shapes = propagate(model, inputs)
     convs: dict[str, list[ConvLayer]] = {}

@@ -24,7 +24,7 @@ from typing import ClassVar
 import h5py
 import numpy as np
 
-from convaudit.errors import ModelFileError
+from convaudit.errors import InputShapeError, ModelFileError
 from convaudit.ir import ModelIR
 from convaudit.loaders.interface import Loader, LoadOptions
 from convaudit.loaders.keras import h5 as kh5
@@ -128,6 +128,11 @@ class KerasLoader(Loader):
         return CONFIG_MEMBER in names and WEIGHTS_MEMBER in names
 
     def load(self, path: Path, options: LoadOptions) -> ModelIR:
+        if options.input_values:
+            raise InputShapeError(
+                f"--input-value is read for ONNX inputs; {path.name} is a Keras file",
+                hint="leave --input-value out for this model",
+            )
         with open_keras(path) as opened:
             return self._load(path, opened, options)
 
@@ -185,7 +190,7 @@ class KerasLoader(Loader):
         else:
             raise ModelFileError(f"cannot read {o.where}: the model config comes without weights")
         layers, skipped, inputs, graph, notes = build_with_config(
-            model, weights, ctx, options.input_shapes
+            model, weights, ctx, options.input_shapes, options.input_size
         )
         return layers, skipped, inputs, graph, [f"{flavour} (Keras {o.version})", *problems, *notes]
 

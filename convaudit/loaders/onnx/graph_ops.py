@@ -82,6 +82,11 @@ class NodeClassifier:
         a = attrs(node)
         if node.domain not in ("", "ai.onnx"):
             return "unknown", {"reason": f"op from domain {node.domain!r}"}
+        if op in ("Loop", "Scan"):
+            return "unknown", {
+                "reason": "no rule for a loop (the layers of its body are analysed, the loop "
+                "as a whole is not bounded)"
+            }
         if op in CONV_OPS or op in DENSE_OPS:
             if idx in self.extracted.node_layer:
                 return ("conv" if op in CONV_OPS else "dense"), {

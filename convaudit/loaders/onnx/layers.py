@@ -1,10 +1,14 @@
 """Turn ONNX nodes into IR layers: Conv / ConvTranspose / QLinearConv / ConvInteger -> ConvLayer,
 Gemm / MatMul with a constant weight -> DenseLayer, a BatchNormalization that is a conv's only
-consumer -> that conv's ``bn``. What cannot be analysed becomes a SkippedLayer with the reason."""
+consumer -> that conv's ``bn``. What cannot be analysed becomes a SkippedLayer with the reason.
+
+Layers inside If / Loop / Scan bodies are read the same way, scope by scope (:mod:`.subgraphs`):
+named by their branch path, with the shapes and constants of their scope (outer scopes
+included), and a note when the branch is not the one the given inputs take."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,9 +17,10 @@ import onnx
 from convaudit.errors import InputShapeError, ModelFileError
 from convaudit.ir import BatchNormParams, ConvLayer, Layer, SkippedLayer
 from convaudit.loaders.onnx.dense import QUANTISED_DENSE_OPS, dense_layer, quantised_dense
-from convaudit.loaders.onnx.nodes import as_float, attrs, layer_name, provenance, text
+from convaudit.loaders.onnx.nodes import as_float, attrs, provenance, text
 from convaudit.loaders.onnx.padding import conv_padding
-from convaudit.loaders.onnx.weights import ConstantResolver, Resolved, Source
+from convaudit.loaders.onnx.subgraphs import Scope, live_branch
+from convaudit.loaders.onnx.weights import Resolved, Source
 
 CONV_OPS = ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger", "FusedConv")
 DENSE_OPS = ("Gemm", "MatMul")
@@ -26,57 +31,96 @@ _BIAS_INDEX = {"Conv": 2, "ConvTranspose": 2, "QLinearConv": 8, "FusedConv": 2}
 
 @dataclass
 class Extracted:
+    """What one scope's nodes became. ``node_layer`` / ``folded_bn`` are by node index in that
+    scope's graph; ``scopes`` holds the same for each subgraph, by path. ``layers``, ``skipped``
+    and ``notes`` are the whole model's, shared by every scope's Extracted."""
+
     layers: list[Layer] = field(default_factory=list)
     skipped: list[SkippedLayer] = field(default_factory=list)
     node_layer: dict[int, str] = field(default_factory=dict)  # node index -> layer name
     folded_bn: dict[int, str] = field(default_factory=dict)  # BN node index -> conv name
     notes: list[str] = field(default_factory=list)
+    scopes: dict[str, Extracted] = field(default_factory=dict)
+
+    def of(self, path: str) -> Extracted:
+        """The Extracted of the scope at ``path`` ("" is this one)."""
+        return (
+            self
+            if not path
+            else self.scopes.setdefault(
+                path, Extracted(self.layers, self.skipped, notes=self.notes)
+            )
+        )
 
 
 class LayerExtractor:
     def __init__(
         self,
-        graph: onnx.GraphProto,
-        resolver: ConstantResolver,
-        shapes: Mapping[str, tuple[int | None, ...]],
-        consumers: Mapping[str, list[int]],
-        graph_outputs: set[str],
+        scope: Scope,
         shapes_given: bool = False,
         source: str = "the model",
+        *,
+        root: Extracted | None = None,
+        names: set[str] | None = None,
+        branch_note: str = "",
     ):
         self.shapes_given = shapes_given
         self.source = source
-        self.graph = graph
-        self.resolver = resolver
-        self.shapes = shapes
-        self.consumers = consumers
-        self.graph_outputs = graph_outputs
-        self.out = Extracted()
-        self._names: set[str] = set()
+        self.scope = scope
+        self.graph = scope.graph
+        self.resolver = scope.resolver
+        self.shapes = scope.shapes
+        self.consumers = scope.consumers
+        self.graph_outputs = scope.outputs
+        self.root = root if root is not None else Extracted()
+        self.out = self.root.of(scope.path)
+        self._names: set[str] = names if names is not None else set()
+        self.branch_note = branch_note
 
-    def run(self, order: list[int]) -> Extracted:
-        for idx in order:
+    def run(self) -> Extracted:
+        bodies: dict[int, list[tuple[str, Scope]]] = {}
+        for (owner, attr), child in self.scope.children.items():
+            bodies.setdefault(owner, []).append((attr, child))
+        for idx in self.scope.order:
             node = self.graph.node[idx]
-            if node.domain not in ("", "ai.onnx", "com.microsoft"):
-                continue
-            if node.op_type in CONV_OPS:
-                name = self._unique(layer_name(node, idx), idx)
-                try:
-                    self._add(idx, self._conv(node, name))
-                except (TypeError, ValueError, IndexError) as exc:  # wrong attribute type/size
-                    reason = f"malformed attributes ({exc})"
-                    self._add(idx, SkippedLayer(name, reason, node.op_type))
-            elif node.op_type in DENSE_OPS:
-                layer = self._dense(node, idx)
-                if layer is not None:
-                    self._add(idx, layer)
-            elif node.op_type in QUANTISED_DENSE_OPS:
-                weight = next((r for r in map(self.resolver.resolve, node.input[1:4]) if r), None)
-                if weight is not None:
-                    name = self._unique(layer_name(node, idx), idx)
-                    self._add(idx, quantised_dense(node, name, weight.source))
-            self._skip_subgraph_layers(node)
-        return self.out
+            self._read(idx, node)
+            for attr, child in bodies.get(idx, ()):
+                LayerExtractor(
+                    child,
+                    self.shapes_given,
+                    self.source,
+                    root=self.root,
+                    names=self._names,
+                    branch_note=self.branch_note or self._dead_branch(node, attr),
+                ).run()
+        return self.root
+
+    def _dead_branch(self, node: onnx.NodeProto, attr: str) -> str:
+        live = live_branch(self.resolver, node)
+        if live is None or live == attr:
+            return ""
+        owner = f"{self.scope.prefix}{node.name or node.op_type}"
+        return f"in the {attr} of {owner}, which these inputs do not take ({live} is live)"
+
+    def _read(self, idx: int, node: onnx.NodeProto) -> None:
+        if node.domain not in ("", "ai.onnx", "com.microsoft"):
+            return
+        if node.op_type in CONV_OPS:
+            name = self._unique(self.scope.name(node, idx), idx)
+            try:
+                self._add(idx, self._conv(node, name))
+            except (TypeError, ValueError, IndexError) as exc:  # wrong attribute type/size
+                reason = f"malformed attributes ({exc})"
+                self._add(idx, SkippedLayer(name, reason, node.op_type))
+        elif node.op_type in DENSE_OPS:
+            layer = self._dense(node, idx)
+            if layer is not None:
+                self._add(idx, layer)
+        elif node.op_type in QUANTISED_DENSE_OPS:
+            weight = next((r for r in map(self.resolver.resolve, node.input[1:4]) if r), None)
+            if weight is not None:
+                name = self._unique(self.scope.name(node, idx), idx)
+                self._add(idx, quantised_dense(node, name, weight.source))
 
     def _unique(self, name: str, idx: int) -> str:
         if name in self._names:
@@ -87,9 +131,11 @@ class LayerExtractor:
     def _add(self, idx: int, layer: Layer | SkippedLayer) -> None:
         if isinstance(layer, SkippedLayer):
             self.out.skipped.append(layer)
-        else:
-            self.out.layers.append(layer)
-            self.out.node_layer[idx] = layer.name
+            return
+        if self.branch_note:
+            layer = dataclasses.replace(layer, notes=(*layer.notes, self.branch_note))
+        self.out.layers.append(layer)
+        self.out.node_layer[idx] = layer.name
 
     # --- convolutions ------------------------------------------------------------------------
     def _conv(self, node: onnx.NodeProto, name: str) -> Layer | SkippedLayer:
@@ -175,6 +221,8 @@ class LayerExtractor:
             message = (
                 f"conv {name} expects {layer.in_channels} input channels, but gets {in_channels}"
             )
+            if self.scope.parent is not None:  # one body's inconsistency spoils only its layers
+                return SkippedLayer(name, message, op)
             if self.shapes_given:
                 raise InputShapeError(f"the input shape contradicts the model: {message}")
             raise ModelFileError(f"cannot read {self.source}: {message}")
@@ -200,7 +248,7 @@ class LayerExtractor:
             s = np.asarray(scale.value, np.float64)
             k = k * (s.reshape(shape) if s.size > 1 else s)
         return k.astype(np.float32), Source(
-            "quantized", source.name, source.dtype, source.external, reason
+            "quantized", source.name, source.dtype, source.external, reason, source.scope
         )
 
     def _attached_bn(self, node: onnx.NodeProto) -> tuple[int, BatchNormParams] | None:
@@ -227,7 +275,7 @@ class LayerExtractor:
         a, b = (self._input(node, i) for i in (0, 1))
         if (a is None) == (b is None):
             return None  # both constant (folded elsewhere) or both data (not a layer)
-        name = self._unique(layer_name(node, idx), idx)
+        name = self._unique(self.scope.name(node, idx), idx)
         try:
             return dense_layer(node, name, a, b, self._input(node, 2))
         except (TypeError, ValueError) as exc:  # attributes of the wrong type
@@ -238,28 +286,6 @@ class LayerExtractor:
         if index < 0 or index >= len(node.input) or not node.input[index]:
             return None
         return self.resolver.resolve(node.input[index])
-
-    def _skip_subgraph_layers(self, node: onnx.NodeProto) -> None:
-        """Layers inside If/Loop/Scan bodies (at any depth) are reported, not analysed."""
-        for attr in node.attribute:
-            subs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-            for sub in subs:
-                for i, inner in enumerate(sub.node):
-                    if inner.op_type in CONV_OPS or (
-                        inner.op_type in DENSE_OPS and _has_const(sub, inner)
-                    ):
-                        label = inner.name or f"{node.name or node.op_type}/{inner.op_type}_{i}"
-                        reason = f"inside a {node.op_type} subgraph (control flow is not analysed)"
-                        self.out.skipped.append(
-                            SkippedLayer(self._unique(label, i), reason, inner.op_type)
-                        )
-                    self._skip_subgraph_layers(inner)
-
-
-def _has_const(graph: onnx.GraphProto, node: onnx.NodeProto) -> bool:
-    inits = {t.name for t in graph.initializer}
-    consts = {o for n in graph.node if n.op_type == "Constant" for o in n.output}
-    return any(i in inits or i in consts for i in node.input)
 
 
 def _bad_geometry(

@@ -19,8 +19,9 @@ from onnx import helper, numpy_helper
 from convaudit.errors import ModelFileError
 from convaudit.loaders.safety import check_declared_bytes
 
-# Domains whose ops onnx / onnxruntime (and its extensions) define; anything else must come
-# with model.functions.
+# Domains whose ops onnx / onnxruntime (and its extensions) define. A model may declare others
+# (Paddle2ONNX lists "Paddle", some converters "com.microsoft.mlfeaturizers"): a declared domain
+# no node uses is ignored, and a node of an unknown domain is read as an op without a rule.
 KNOWN_DOMAINS = frozenset(
     {
         "",
@@ -41,6 +42,9 @@ KNOWN_DOMAINS = frozenset(
 DEFAULT_DOMAINS = ("", "ai.onnx")
 #: protobuf cannot hold more than this; larger models must use external data
 MAX_PROTO_BYTES = 2**31 - 1
+#: If / Loop / Scan bodies nested deeper than this are refused (real models nest 2 to 5 deep;
+#: protobuf itself stops parsing at about 33)
+MAX_SUBGRAPH_DEPTH = 16
 
 
 @dataclass(frozen=True)
@@ -108,12 +112,14 @@ def read_onnx(path: Path) -> OnnxFile:
         model.ParseFromString(data)
     except Exception:  # protobuf raises DecodeError or RuntimeError depending on the backend
         raise ModelFileError(
-            f"cannot read {path}: not a valid ONNX file (truncated or corrupt protobuf)"
+            f"cannot read {path}: not a valid ONNX file (truncated or corrupt protobuf, or "
+            "nested too deeply for protobuf)"
         ) from None
     if model.ir_version <= 0 or not model.HasField("graph") or not model.opset_import:
         raise ModelFileError(
             f"cannot read {path}: not an ONNX model (no ir_version, graph or opset_import)"
         )
+    _check_nesting(path, model.graph)
     _check_names(path, model.graph)
     _check_opsets(path, model)
     external = {}
@@ -136,15 +142,28 @@ def _check_names(path: Path, graph: onnx.GraphProto) -> None:
         raise ModelFileError(f"cannot read {path}: names that are not valid UTF-8 (corrupt file)")
 
 
+def _check_nesting(path: Path, graph: onnx.GraphProto) -> None:
+    """Refuse subgraphs nested deeper than MAX_SUBGRAPH_DEPTH (the readers recurse into them)."""
+    stack = [(graph, 0)]
+    while stack:
+        current, depth = stack.pop()
+        for node in current.node:
+            for attr in node.attribute:
+                for sub in subgraphs_of(attr):
+                    if depth + 1 > MAX_SUBGRAPH_DEPTH:
+                        raise ModelFileError(
+                            f"cannot read {path}: If/Loop/Scan subgraphs are nested more than "
+                            f"{MAX_SUBGRAPH_DEPTH} deep (at node {node.name or node.op_type!r})"
+                        )
+                    stack.append((sub, depth + 1))
+
+
 def _check_opsets(path: Path, model: onnx.ModelProto) -> None:
+    """The default domain's opset must be one onnx knows; every node's domain must be declared.
+
+    Other declared domains need not be known: one that no node uses changes nothing, and a node
+    of an unknown domain is read as an op without a rule (its convs around it still are)."""
     declared = {imp.domain: imp.version for imp in model.opset_import}
-    local = {f.domain for f in model.functions}
-    for domain in declared:
-        if domain not in KNOWN_DOMAINS and domain not in local:
-            raise ModelFileError(
-                f"cannot read {path}: unknown opset domain {domain!r}",
-                hint="convaudit reads the standard ONNX domains (ai.onnx, ai.onnx.ml, com.microsoft)",
-            )
     newest = onnx.defs.onnx_opset_version()
     for domain in DEFAULT_DOMAINS:
         if declared.get(domain, 0) > newest:
@@ -154,11 +173,21 @@ def _check_opsets(path: Path, model: onnx.ModelProto) -> None:
                 hint="upgrade the onnx package",
             )
     for node in all_nodes(model.graph):
-        if node.domain not in declared and not (node.domain in DEFAULT_DOMAINS and "" in declared):
-            raise ModelFileError(
-                f"cannot read {path}: node {node.name or node.op_type!r} uses domain "
-                f"{node.domain!r}, which the model does not import"
-            )
+        if node.domain in declared:
+            continue
+        if node.domain in DEFAULT_DOMAINS and "" in declared:
+            continue
+        raise ModelFileError(
+            f"cannot read {path}: node {node.name or node.op_type!r} uses domain "
+            f"{node.domain!r}, which the model does not import"
+        )
+
+
+def unknown_domains(model: onnx.ModelProto) -> list[str]:
+    """Domains some node uses that neither onnx/onnxruntime nor the model's functions define."""
+    local = {f.domain for f in model.functions}
+    used = {node.domain for node in all_nodes(model.graph)}
+    return sorted(d for d in used if d not in KNOWN_DOMAINS and d not in local)
 
 
 def _check_dtype_and_dims(path: Path, tensor: onnx.TensorProto) -> None:

@@ -25,6 +25,8 @@ def provenance(src: Source, layout: str, **extra: str) -> Provenance:
     items = {"source": src.kind, **extra}
     if src.external:
         items["external"] = src.external
+    if src.scope:
+        items["scope"] = src.scope  # the If / Loop / Scan body that stores it
     if not src.writable:
         items["read_only"] = src.reason or f"a {src.kind} value"
     return Provenance(

@@ -4,31 +4,37 @@ kernels back where they came from.
 
 The work is split by concern:
 
-- ``onnx_model``: safe parsing, opset checks, external data (kept inside the model's folder,
-  sizes checked before reading); ``onnx_topology``: dependency order, cycles, dangling inputs;
-- ``onnx_shapes``: dynamic input dims, shape inference, the onnxruntime fallback;
-- ``onnx_weights``: constant resolution (initializers, Constant nodes, Identity/Cast,
-  DequantizeLinear, folded constant subgraphs) and where each value is stored;
-- ``onnx_layers`` (+ ``onnx_padding``, ``onnx_dense``, ``onnx_nodes``): nodes -> ConvLayer /
-  DenseLayer / SkippedLayer, BatchNorm attachment;
-- ``onnx_graph`` (+ ``onnx_graph_ops``, ``onnx_patterns``, ``onnx_resize``): the ir.Graph for
-  the whole-network bound (its attribute vocabulary is documented in ``onnx_graph``);
-- ``onnx_writer``: kernels back into initializers, Constant nodes or a new external data file.
+- ``model``: safe parsing, opset checks, subgraph depth, external data (kept inside the
+  model's folder, sizes checked before reading); ``topology``: dependency order, cycles,
+  dangling inputs;
+- ``inputs``: the input shapes (dynamic dims, --input-shape / --input-size / --input-value);
+  ``shapes``: shape inference in every scope and the onnxruntime fallback (``inline``: one run
+  of an If / Loop / Scan body in the main graph, so onnxruntime can measure its tensors);
+- ``subgraphs``: the main graph and every If / Loop / Scan body as a scope, named by its branch
+  path; ``weights``: constant resolution (initializers, Constant nodes, Identity/Cast,
+  DequantizeLinear, Shape of known shapes, given input values, folded constant subgraphs, outer
+  scopes) and where each value is stored;
+- ``layers`` (+ ``padding``, ``dense``, ``nodes``): nodes -> ConvLayer / DenseLayer /
+  SkippedLayer in every scope, BatchNorm attachment;
+- ``graph`` (+ ``graph_ops``, ``patterns``, ``resize``): the ir.Graph for the whole-network
+  bound (its vocabulary, and how an If is followed, are documented in ``graph``);
+- ``writer``: kernels back into initializers, Constant nodes or a new external data file.
 
 Provenance (``ConvLayer.provenance`` / ``DenseLayer.provenance``): ``locator`` is the
 initializer name or the Constant node's output name that holds the weight (behind any
 Identity / Cast); ``dtype`` its stored dtype; ``layout`` "oihw" (conv, stored as the IR kernel),
 "oi" or "io" (dense: stored as (out, in) or transposed); ``extra`` has ``source``
 (initializer / constant / computed / quantized), ``op``, ``external`` (the data file) when
-stored outside the model, ``alpha`` for a Gemm with alpha != 1, and ``read_only`` (the reason)
-when the writer cannot put a float kernel there.
+stored outside the model, ``scope`` (the subgraph path) when it is stored inside an If / Loop /
+Scan body, ``alpha`` for a Gemm with alpha != 1, and ``read_only`` (the reason) when the writer
+cannot put a float kernel there.
 
-Layer names are the node names, or ``<op>_<index in graph.node>`` when a node has none.
+Layer names are the node names, or ``<op>_<index in graph.node>`` when a node has none; inside a
+subgraph they are prefixed with its branch path (``If_0/then_branch/<node name>``).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -37,28 +43,17 @@ import numpy as np
 from convaudit.ir import ConvLayer, ModelIR
 from convaudit.loaders.interface import Loader, LoadOptions
 from convaudit.loaders.onnx.graph import build_graph
-from convaudit.loaders.onnx.layers import CONV_OPS, Extracted, LayerExtractor
-from convaudit.loaders.onnx.model import OnnxFile, read_onnx
-from convaudit.loaders.onnx.shapes import fix_input_shapes, infer_shapes, runtime_shapes
-from convaudit.loaders.onnx.topology import node_inputs, topological_order
-from convaudit.loaders.onnx.weights import ConstantResolver
+from convaudit.loaders.onnx.inputs import fix_inputs
+from convaudit.loaders.onnx.layers import Extracted, LayerExtractor
+from convaudit.loaders.onnx.model import read_onnx, unknown_domains
+from convaudit.loaders.onnx.shapes import infer_shapes, measure_sizes
+from convaudit.loaders.onnx.subgraphs import open_scopes
+from convaudit.loaders.onnx.topology import topological_order
 
 # Magic numbers of formats that are never ONNX, whatever the suffix says.
 _FOREIGN_MAGIC = (b"\x89HDF\r\n\x1a\n", b"PK\x03\x04", b"PK\x05\x06")
 # ModelProto field number -> wire type (0 varint, 2 length-delimited)
 _MODEL_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2}
-# ops whose input tensor size the layers and the graph need (conv geometry, pooling, resize)
-_SIZED_OPS = (
-    *CONV_OPS,
-    "Resize",
-    "Upsample",
-    "MaxPool",
-    "AveragePool",
-    "GlobalAveragePool",
-    "GlobalMaxPool",
-    "ReduceMean",
-    "ReduceMax",
-)
 
 
 def looks_like_onnx(head: bytes) -> bool:
@@ -107,37 +102,38 @@ class OnnxLoader(Loader):
         onnx_file = read_onnx(path)
         graph = onnx_file.graph
         order = topological_order(path, graph)
-        fixed, notes = fix_input_shapes(onnx_file, options.input_shapes)
-        shapes, types = infer_shapes(onnx_file, fixed)
-        unknown = [
-            node.input[0]
-            for node in graph.node
-            if node.op_type in _SIZED_OPS and node.input and not _known(shapes.get(node.input[0]))
-        ]
-        if unknown:
-            found = runtime_shapes(onnx_file, fixed, unknown, types)
-            shapes.update(found)
-            if found:
-                notes.append(f"{len(found)} tensor sizes measured by one onnxruntime run on zeros")
-        resolver = ConstantResolver(onnx_file, shapes)
-        consumers = _consumers(onnx_file)
-        outputs = {o.name for o in graph.output}
-        extracted: Extracted = LayerExtractor(
-            graph, resolver, shapes, consumers, outputs, bool(options.input_shapes), path.name
-        ).run(order)
+        fixed = fix_inputs(
+            onnx_file,
+            options.input_shapes,
+            size=options.input_size,
+            values=options.input_values,
+        )
+        notes = list(fixed.notes)
+        inferred = infer_shapes(onnx_file, fixed.shapes, fixed.values)
+        main = open_scopes(onnx_file, order, inferred.shapes, inferred.types, fixed.values)
+        notes += measure_sizes(onnx_file, main, fixed)
+        given = bool(options.input_shapes or options.input_size or options.input_values)
+        extracted: Extracted = LayerExtractor(main, given, path.name).run()
         notes.extend(extracted.notes)
         unsized = [
             c.name for c in extracted.layers if isinstance(c, ConvLayer) and c.input_size is None
         ]
         if unsized:
             notes.append(f"input size unknown for {len(unsized)} conv(s): {', '.join(unsized[:5])}")
+        for domain in unknown_domains(onnx_file.model):
+            notes.append(
+                f"ops of domain {domain!r} are not known to convaudit: they have no Lipschitz rule, "
+                "and sizes after them come from onnxruntime where it can run them"
+            )
+        ir_graph, graph_notes = build_graph(onnx_file, main, extracted, fixed.values)
+        notes.extend(graph_notes)
         return ModelIR(
             path=str(path),
             format=self.name,
             layers=tuple(extracted.layers),
             skipped=tuple(extracted.skipped),
-            input_shapes={k: tuple(v) for k, v in fixed.items()},
-            graph=build_graph(onnx_file, order, resolver, shapes, extracted),
+            input_shapes={k: tuple(v) for k, v in fixed.shapes.items()},
+            graph=ir_graph,
             notes=tuple(notes),
         )
 
@@ -145,15 +141,3 @@ class OnnxLoader(Loader):
         from convaudit.loaders.onnx.writer import write_kernels
 
         write_kernels(ir, Path(dest), updates)
-
-
-def _known(shape: tuple[int | None, ...] | None) -> bool:
-    return shape is not None and all(d is not None for d in shape)
-
-
-def _consumers(onnx_file: OnnxFile) -> dict[str, list[int]]:
-    users: dict[str, list[int]] = defaultdict(list)
-    for idx, node in enumerate(onnx_file.graph.node):
-        for name in dict.fromkeys(node_inputs(node)):
-            users[name].append(idx)
-    return users

@@ -1,148 +1,84 @@
-"""Input shapes for an ONNX model: fix dynamic dims, infer every tensor's shape, and fall back
-to one onnxruntime run on zeros for the tensors shape inference leaves unknown."""
+"""Tensor shapes of an ONNX model: onnx's shape inference (with data propagation) in the main
+graph and in every If / Loop / Scan body, and one onnxruntime run on zeros (or the given input
+values) for the tensors inference leaves unknown. The input shapes come from :mod:`.inputs`."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
-from convaudit.errors import InputShapeError
+from convaudit.loaders.onnx.inline import inline_chain
+from convaudit.loaders.onnx.inputs import FixedInputs, declared_shape, real_inputs
+from convaudit.loaders.onnx.layers import CONV_OPS
 from convaudit.loaders.onnx.model import OnnxFile, all_tensors
+from convaudit.loaders.onnx.subgraphs import Scope, scope_graphs
 
 Shape = tuple[int | None, ...]
-HINT_EXAMPLE = "1,3,224,224"
 #: tensors above this many bytes are hidden from shape inference (it needs only their dims)
 _INLINE_LIMIT = 4096
+#: ops whose input tensor size the layers and the graph need (conv geometry, pooling, resize)
+SIZED_OPS = (
+    *CONV_OPS,
+    "Resize",
+    "Upsample",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "ReduceMean",
+    "ReduceMax",
+)
 
 
-def real_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
-    """Graph inputs that are fed at run time (old models also list initializers as inputs)."""
-    inits = {t.name for t in graph.initializer}
-    return [i for i in graph.input if i.name not in inits]
+@dataclass(frozen=True)
+class Inferred:
+    """Shapes and element types by scope path ("" for the main graph, see :mod:`.subgraphs`)."""
 
-
-def declared_shape(value: onnx.ValueInfoProto) -> Shape | None:
-    """The declared dims (None where symbolic/unknown), or None when the rank is unknown."""
-    ttype = value.type.tensor_type
-    if not ttype.HasField("shape"):
-        return None
-    return tuple(int(d.dim_value) if d.HasField("dim_value") else None for d in ttype.shape.dim)
-
-
-def _dim_label(d: onnx.TensorShapeProto.Dimension) -> str:
-    if d.HasField("dim_value"):
-        return str(d.dim_value)
-    return d.dim_param or "?"
-
-
-def fix_input_shapes(
-    onnx_file: OnnxFile, given: Mapping[str, tuple[int, ...]]
-) -> tuple[dict[str, tuple[int, ...]], list[str]]:
-    """Full, static shapes for every real input, and notes about what was assumed.
-
-    ``given`` (``--input-shape``) wins over declared dims, but may not contradict a static one.
-    A dynamic batch dim (the first of a rank >= 3 input) is taken as 1: it does not change any
-    spatial size.
-    """
-    inputs = real_inputs(onnx_file.graph)
-    names = [i.name for i in inputs]
-    path = onnx_file.path
-    given = dict(given)
-    if "" in given:
-        if len(inputs) != 1:
-            raise InputShapeError(
-                f"{path.name} has {len(inputs)} inputs ({', '.join(names)}); name the one each "
-                "--input-shape is for",
-                hint=f"--input-shape {names[0] if names else 'NAME'}={HINT_EXAMPLE}",
-            )
-        given.setdefault(names[0], given.pop(""))
-        given.pop("", None)
-    for name in given:
-        if name not in names:
-            raise InputShapeError(
-                f"--input-shape names {name!r}, but {path.name} has no such input "
-                f"(inputs: {', '.join(names) or 'none'})"
-            )
-    fixed: dict[str, tuple[int, ...]] = {}
-    notes: list[str] = []
-    dynamic: list[str] = []
-    for value in inputs:
-        declared = declared_shape(value)
-        if value.name in given:
-            shape = tuple(int(d) for d in given[value.name])
-            _check_against_declared(path.name, value, declared, shape)
-            fixed[value.name] = shape
-            continue
-        if declared is None:
-            dynamic.append(f"{value.name} (rank unknown)")
-            continue
-        dims = list(declared)
-        if len(dims) >= 3 and dims[0] is None:  # N of NC<spatial>
-            dims[0] = 1
-            notes.append(f"input {value.name}: dynamic batch dim taken as 1")
-        if any(d is None for d in dims):
-            labels = [_dim_label(d) for d in value.type.tensor_type.shape.dim]
-            dynamic.append(f"{value.name} [{', '.join(labels)}]")
-            continue
-        fixed[value.name] = tuple(int(d) for d in dims if d is not None)
-    if dynamic:
-        first = inputs[0].name if inputs else "NAME"
-        raise InputShapeError(
-            f"{path.name} has dynamic input dims: {'; '.join(dynamic)}",
-            hint=f"fix them with --input-shape NAME=DIMS (repeatable), e.g. --input-shape {first}={HINT_EXAMPLE}",
-        )
-    return fixed, notes
-
-
-def _check_against_declared(
-    model: str, value: onnx.ValueInfoProto, declared: Shape | None, shape: tuple[int, ...]
-) -> None:
-    if declared is None:
-        return
-    if len(declared) != len(shape):
-        raise InputShapeError(
-            f"--input-shape {value.name}={','.join(map(str, shape))} has rank {len(shape)}, "
-            f"but {model} declares rank {len(declared)} "
-            f"[{', '.join(_dim_label(d) for d in value.type.tensor_type.shape.dim)}]"
-        )
-    for axis, (want, got) in enumerate(zip(declared, shape, strict=True)):
-        if want is not None and want != got:
-            what = "channel count" if axis == 1 else f"dim {axis}"
-            raise InputShapeError(
-                f"--input-shape {value.name}={','.join(map(str, shape))} contradicts {model}: "
-                f"its {what} is {want}, not {got}"
-            )
+    shapes: dict[str, dict[str, Shape]]
+    types: dict[str, dict[str, int]]
 
 
 def infer_shapes(
-    onnx_file: OnnxFile, fixed: Mapping[str, tuple[int, ...]]
-) -> tuple[dict[str, Shape], dict[str, int]]:
+    onnx_file: OnnxFile,
+    fixed: Mapping[str, tuple[int, ...]],
+    values: Mapping[str, np.ndarray] | None = None,
+) -> Inferred:
     """Every tensor's shape and element type that onnx.shape_inference (with data propagation)
-    can work out."""
+    can work out, in each scope. Given input values become constants for data propagation."""
     model = onnx.ModelProto()
     model.CopyFrom(onnx_file.model)
     _set_input_dims(model.graph, fixed)
     _hide_large_tensors(model.graph)
+    if values:  # a constant for data propagation: an initializer, and no longer an input
+        kept = [i for i in model.graph.input if i.name not in values]
+        del model.graph.input[:]
+        model.graph.input.extend(kept)
+        for name, value in values.items():
+            model.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception:  # inference is best effort; the runtime fallback covers the rest
         inferred = model
-    shapes: dict[str, Shape] = {}
-    types: dict[str, int] = {}
-    graph = inferred.graph
-    for value in [*graph.input, *graph.value_info, *graph.output]:
-        types[value.name] = value.type.tensor_type.elem_type
-        shape = declared_shape(value)
-        if shape is not None:
-            shapes[value.name] = shape
-    for tensor in graph.initializer:
-        shapes[tensor.name] = tuple(int(d) for d in tensor.dims)
-    return shapes, types
+    shapes: dict[str, dict[str, Shape]] = {}
+    types: dict[str, dict[str, int]] = {}
+    for path, graph in scope_graphs(inferred.graph):
+        local_shapes = shapes.setdefault(path, {})
+        local_types = types.setdefault(path, {})
+        for value in [*graph.input, *graph.value_info, *graph.output]:
+            local_types[value.name] = value.type.tensor_type.elem_type
+            shape = declared_shape(value)
+            if shape is not None:
+                local_shapes[value.name] = shape
+        for tensor in graph.initializer:
+            local_shapes[tensor.name] = tuple(int(d) for d in tensor.dims)
+            local_types[tensor.name] = tensor.data_type
+    return Inferred(shapes, types)
 
 
 def _hide_large_tensors(graph: onnx.GraphProto) -> None:
@@ -181,36 +117,44 @@ def inline_model(onnx_file: OnnxFile) -> onnx.ModelProto:
 
 
 def runtime_shapes(
-    onnx_file: OnnxFile,
+    model: onnx.ModelProto,
     fixed: Mapping[str, tuple[int, ...]],
     names: Iterable[str],
     known_types: Mapping[str, int],
+    values: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, tuple[int, ...]]:
-    """Run onnxruntime once on zeros, exposing ``names`` as outputs; their shapes, or {} on failure."""
+    """Run onnxruntime once on zeros (the given values where there are some), exposing ``names``
+    as outputs of ``model`` (external data inlined: :func:`inline_model`); their shapes, or {}
+    when onnxruntime cannot run it."""
     names = sorted(set(names))
     if not names:
         return {}
     import onnxruntime as ort
 
-    model = inline_model(onnx_file)
-    _set_input_dims(model.graph, fixed)
-    outputs = {o.name for o in model.graph.output}
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    _set_input_dims(copy.graph, fixed)
+    outputs = {o.name for o in copy.graph.output}
     for name in names:
         if name not in outputs:
-            elem = known_types.get(name, onnx.TensorProto.FLOAT)
-            model.graph.output.append(helper.make_tensor_value_info(name, elem, None))
+            elem = known_types.get(name) or onnx.TensorProto.FLOAT
+            copy.graph.output.append(helper.make_tensor_value_info(name, elem, None))
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    types = {v.name: v.type.tensor_type.elem_type for v in real_inputs(onnx_file.graph)}
+    types = {v.name: v.type.tensor_type.elem_type for v in real_inputs(copy.graph)}
+    given = dict(values or {})
     try:
         # onnxruntime prints provider fallbacks itself; a library must stay quiet
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             session = ort.InferenceSession(
-                model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+                copy.SerializeToString(), options, providers=["CPUExecutionProvider"]
             )
         feeds = {
-            name: np.zeros(shape, helper.tensor_dtype_to_np_dtype(types.get(name, 1)))
+            name: given[name]
+            if name in given
+            else np.zeros(shape, helper.tensor_dtype_to_np_dtype(types.get(name, 1)))
             for name, shape in fixed.items()
+            if name in types
         }
         results = session.run(names, feeds)
     except Exception:  # onnxruntime cannot run it: sizes stay unknown, and the loader says so
@@ -218,3 +162,48 @@ def runtime_shapes(
     return {
         name: tuple(int(d) for d in np.shape(r)) for name, r in zip(names, results, strict=True)
     }
+
+
+def known(shape: Shape | None) -> bool:
+    return shape is not None and all(d is not None for d in shape)
+
+
+def measure_sizes(onnx_file: OnnxFile, main: Scope, fixed: FixedInputs) -> list[str]:
+    """Measure with onnxruntime the input sizes of the sized ops that inference left unknown, in
+    every scope (a subgraph's through :func:`inline_chain`); they go into the scopes' shapes.
+    Returns notes saying what was measured and what could not be."""
+    model: onnx.ModelProto | None = None
+    runs = measured = 0
+    notes: list[str] = []
+    for scope in main.walk():
+        unknown = sorted(
+            {
+                node.input[0]
+                for node in scope.graph.node
+                if node.op_type in SIZED_OPS
+                and node.input
+                and node.input[0]
+                and not known(scope.shapes.get(node.input[0]))
+            }
+        )
+        if not unknown:
+            continue
+        model = model if model is not None else inline_model(onnx_file)
+        target = model if scope.parent is None else inline_chain(model, scope.chain(), unknown)
+        if target is None:
+            notes.append(f"{scope.path}: input sizes inside it could not be measured")
+            continue
+        found = runtime_shapes(target, fixed.shapes, unknown, scope.types, fixed.values)
+        runs += 1
+        measured += len(found)
+        scope.local_shapes.update(found)
+        if not found and scope.parent is not None:
+            notes.append(
+                f"{scope.path}: onnxruntime could not run it on these inputs, so the sizes "
+                "inside it stay unknown"
+            )
+    if measured:
+        how = "one onnxruntime run" if runs == 1 else f"{runs} onnxruntime runs"
+        given = " and the --input-value values" if fixed.values else ""
+        notes.insert(0, f"{measured} tensor sizes measured by {how} on zeros{given}")
+    return notes

@@ -7,6 +7,7 @@ node's inputs.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Collection
 from pathlib import Path
 
 import onnx
@@ -39,9 +40,12 @@ def node_inputs(node: onnx.NodeProto) -> list[str]:
     return names + sorted(outer - set(names))
 
 
-def topological_order(path: Path, graph: onnx.GraphProto) -> list[int]:
-    """Node indices in a dependency order (stable); ModelFileError on cycles or dangling inputs."""
-    available = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+def topological_order(path: Path, graph: onnx.GraphProto, outer: Collection[str] = ()) -> list[int]:
+    """Node indices in a dependency order (stable); ModelFileError on cycles or dangling inputs.
+
+    ``outer``: the names a subgraph may read from its enclosing scopes.
+    """
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | set(outer)
     producer: dict[str, int] = {}
     for idx, node in enumerate(graph.node):
         for out in node.output:

@@ -4,6 +4,10 @@ A weight may be an initializer, a ``Constant`` node (Paddle exports), reached th
 ``Identity`` / ``Cast`` / ``DequantizeLinear``, or computed by a constant subgraph (e.g.
 ``ConstantOfShape``), which is folded with onnx's reference evaluator. Only the first two,
 optionally behind Identity/Cast, can be written back in place; the rest are marked read-only.
+
+Once the input shapes are fixed, ``Shape`` / ``Size`` of a tensor whose shape is known are
+constants too, and so is a model input given a value (``--input-value``). A resolver for an
+If / Loop / Scan body looks in its own graph first, then in the enclosing graph's resolver.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ RANDOM_OPS = frozenset(
 #: ... plus ops that hide a subgraph
 _NOT_FOLDABLE = RANDOM_OPS | {"If", "Loop", "Scan", "SequenceMap"}
 _PASS_THROUGH = frozenset({"Identity", "Cast", "CastLike"})
+_SHAPE_OPS = frozenset({"Shape", "Size"})
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,7 @@ class Source:
     dtype: str
     external: str = ""
     reason: str = ""
+    scope: str = ""  # the subgraph path holding it ("" for the main graph)
 
     @property
     def writable(self) -> bool:
@@ -65,18 +71,36 @@ class Resolved:
 
 
 class ConstantResolver:
-    """Find constant values in the main graph (memoised)."""
+    """Find constant values in one graph (memoised): the main graph, or a subgraph whose
+    resolver falls back on ``parent`` for the names it reads from the enclosing scope.
 
-    def __init__(self, onnx_file: OnnxFile, shapes: Mapping[str, tuple[int | None, ...]]):
+    ``values``: model inputs given a value (main graph only).
+    """
+
+    def __init__(
+        self,
+        onnx_file: OnnxFile,
+        shapes: Mapping[str, tuple[int | None, ...]],
+        *,
+        graph: onnx.GraphProto | None = None,
+        parent: ConstantResolver | None = None,
+        values: Mapping[str, np.ndarray] | None = None,
+        scope: str = "",
+    ):
         self.file = onnx_file
-        graph = onnx_file.graph
+        graph = onnx_file.graph if graph is None else graph
         self.initializers = {t.name: t for t in graph.initializer}
+        # names fed at run time: the model's inputs, or a Loop / Scan body's own inputs
+        self.data_inputs = {i.name for i in graph.input} - set(self.initializers)
         self.producers: dict[str, onnx.NodeProto] = {}
         for node in graph.node:
             for out in node.output:
                 if out:
                     self.producers[out] = node
         self.shapes = shapes
+        self.parent = parent
+        self.values = dict(values or {})
+        self.scope = scope
         self._cache: dict[str, Resolved | None] = {}
         self._why: dict[str, str] = {}
         self._opsets = list(onnx_file.model.opset_import)
@@ -103,20 +127,37 @@ class ConstantResolver:
             value = self.file.array(tensor)
             ref = self.file.external.get(id(tensor))
             location = ref.location if ref else ""
-            return Resolved(value, Source("initializer", name, _dtype_name(value), location))
+            return Resolved(
+                value, Source("initializer", name, _dtype_name(value), location, scope=self.scope)
+            )
+        if name in self.values:
+            value = np.asarray(self.values[name])
+            reason = "a model input given with --input-value"
+            return Resolved(value, Source("input", name, _dtype_name(value), reason=reason))
         node = self.producers.get(name)
         if node is None:
+            if self.parent is not None and name not in self.data_inputs:
+                found = self.parent.resolve(name)
+                if found is None:
+                    self._why[name] = self.parent.why_not(name)
+                return found
             return None
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
             constant = self._constant_node_value(node)
             if constant is None:
                 return None
-            src = Source("constant", name, _dtype_name(constant))
+            src = Source("constant", name, _dtype_name(constant), scope=self.scope)
             if not _has_tensor_value(node):
                 src = Source(
-                    "computed", name, src.dtype, reason="a Constant node without a tensor value"
+                    "computed",
+                    name,
+                    src.dtype,
+                    reason="a Constant node without a tensor value",
+                    scope=self.scope,
                 )
             return Resolved(constant, src)
+        if node.op_type in _SHAPE_OPS and node.domain in ("", "ai.onnx") and node.input:
+            return self._shape_value(node, name)
         if node.op_type in _NOT_FOLDABLE or node.domain not in ("", "ai.onnx"):
             return None
         inputs = [self.resolve(i) if i else None for i in node.input]
@@ -147,6 +188,21 @@ class ConstantResolver:
                 reason=f"computed by a constant {node.op_type} subgraph",
             )
         return Resolved(folded, src)
+
+    def _shape_value(self, node: onnx.NodeProto, name: str) -> Resolved | None:
+        """Shape / Size of a tensor whose shape is fully known (the input shapes are fixed)."""
+        shape = self.shapes.get(node.input[0])
+        if shape is None or any(d is None for d in shape):
+            self._why[name] = f"the shape its {node.op_type} reads is not known"
+            return None
+        dims = np.array([int(d) for d in shape if d is not None], np.int64)
+        if node.op_type == "Size":
+            value = np.array(math.prod(int(d) for d in dims), np.int64)
+        else:
+            attributes = {a.name: a.i for a in node.attribute if a.name in ("start", "end")}
+            value = dims[attributes.get("start", 0) : attributes.get("end", len(dims))]
+        reason = f"computed from a tensor's {node.op_type.lower()}"
+        return Resolved(value, Source("computed", name, "int64", reason=reason))
 
     def _pass_through(
         self, node: onnx.NodeProto, first: Resolved | None, rest: list[Resolved | None]

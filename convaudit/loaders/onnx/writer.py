@@ -25,6 +25,7 @@ from onnx import helper, numpy_helper
 from convaudit.errors import ModelFileError, OutputError, UnsupportedLayerError
 from convaudit.ir import ConvLayer, DenseLayer, ModelIR, Provenance
 from convaudit.loaders.onnx.model import ExternalRef, OnnxFile, read_onnx
+from convaudit.loaders.onnx.subgraphs import scope_graphs
 
 # atomic_path's temporary names: ".<final name>.<random>.tmp"
 _TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[^.]+\.tmp$")
@@ -35,8 +36,8 @@ def write_kernels(ir: ModelIR, dest: Path, updates: Mapping[str, np.ndarray]) ->
     onnx_file = read_onnx(source)
     stored = _stored_values(ir, updates)
     patches: dict[Path, list[tuple[ExternalRef, bytes]]] = {}  # data file -> (where, bytes)
-    for locator, value in stored.items():
-        tensor = _find_tensor(onnx_file, locator)
+    for (scope, locator), value in stored.items():
+        tensor = _find_tensor(onnx_file, locator, scope)
         _check_fits(locator, tensor, value)
         ref = onnx_file.external.get(id(tensor))
         if ref is None:
@@ -51,9 +52,11 @@ def write_kernels(ir: ModelIR, dest: Path, updates: Mapping[str, np.ndarray]) ->
         raise OutputError(f"cannot write {dest}: {exc.strerror or exc}") from None
 
 
-def _stored_values(ir: ModelIR, updates: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Locator -> new tensor in the stored layout and dtype, checked for conflicts."""
-    out: dict[str, np.ndarray] = {}
+def _stored_values(
+    ir: ModelIR, updates: Mapping[str, np.ndarray]
+) -> dict[tuple[str, str], np.ndarray]:
+    """(scope, locator) -> new tensor in the stored layout and dtype, checked for conflicts."""
+    out: dict[tuple[str, str], np.ndarray] = {}
     for name, new in updates.items():
         try:
             layer = ir.layer(name)
@@ -69,27 +72,30 @@ def _stored_values(ir: ModelIR, updates: Mapping[str, np.ndarray]) -> dict[str, 
                 hint="leave this layer out (e.g. with --layers)",
             )
         value = _to_stored(layer, np.asarray(new), prov)
-        if prov.locator in out and not np.array_equal(out[prov.locator], value):
+        where = (prov.get("scope") or "", prov.locator)
+        if where in out and not np.array_equal(out[where], value):
             raise UnsupportedLayerError(
                 f"cannot write layer {name}: it shares weight {prov.locator!r} with another "
                 "updated layer, and the two new kernels differ"
             )
-        out[prov.locator] = value
+        out[where] = value
     _check_tied_weights(ir, updates)
     return out
 
 
 def _check_tied_weights(ir: ModelIR, updates: Mapping[str, np.ndarray]) -> None:
     """A weight read by several layers changes all of them: all must be updated, or none."""
-    readers: dict[str, list[str]] = {}
+    readers: dict[tuple[str, str], list[str]] = {}
     for layer in ir.layers:
         if layer.provenance is not None:
-            readers.setdefault(layer.provenance.locator, []).append(layer.name)
+            key = (layer.provenance.get("scope") or "", layer.provenance.locator)
+            readers.setdefault(key, []).append(layer.name)
     for name in updates:
         prov = ir.layer(name).provenance
         if prov is None:
             continue
-        left_out = [n for n in readers[prov.locator] if n not in updates]
+        key = (prov.get("scope") or "", prov.locator)
+        left_out = [n for n in readers[key] if n not in updates]
         if left_out:
             raise UnsupportedLayerError(
                 f"cannot write layer {name}: its weight {prov.locator!r} is shared with "
@@ -133,12 +139,14 @@ def _np_dtype(name: str) -> np.dtype:
     return np.dtype(name)
 
 
-def _find_tensor(onnx_file: OnnxFile, locator: str) -> onnx.TensorProto:
-    graph = onnx_file.graph
-    for tensor in graph.initializer:
+def _find_tensor(onnx_file: OnnxFile, locator: str, scope: str = "") -> onnx.TensorProto:
+    """The initializer or Constant value named ``locator`` in the graph at ``scope`` (the main
+    graph, or the If / Loop / Scan body of that path, see :mod:`.subgraphs`)."""
+    graph = dict(scope_graphs(onnx_file.graph)).get(scope)
+    for tensor in graph.initializer if graph is not None else ():
         if tensor.name == locator:
             return tensor
-    for node in graph.node:
+    for node in graph.node if graph is not None else ():
         if node.op_type == "Constant" and locator in node.output:
             for attr in node.attribute:
                 if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:

@@ -4,11 +4,20 @@ Container kinds (the ``container`` entry of every PyTorch provenance):
 ``zip`` / ``legacy`` (``torch.save`` of a state_dict or training dict, new zip or pre-1.6 format),
 ``safetensors``, ``torchscript``, ``pt2`` (``torch.export.save``) and ``pickled-module`` (a full
 ``nn.Module`` pickle, read only with ``trust_pickle``).
+
+A torch.save pickle is read in one of three ways (the ``unpickled`` provenance entry):
+``torch.load(weights_only=True)`` first; when that refuses the file (a global outside torch's
+allowlist, e.g. a Lightning checkpoint's omegaconf hyperparameters, or pickle protocol 4+), the
+restricted reader of :mod:`.unpickler` ("restricted": the same tensors, every other object an
+inert placeholder, no code run); full unpickling ("full") only with ``trust_pickle``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import struct
+import sys
+import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from convaudit.errors import ModelFileError, UntrustedPickleError
+from convaudit.loaders.pytorch.unpickler import Restricted, is_placeholder, restricted_load
 from convaudit.loaders.safety import check_declared_bytes, open_zip
 
 #: torch.save's legacy format: pickle protocol 2, then the pickled long 0x1950a86a20f9469cfc6c
@@ -98,11 +108,10 @@ def bad_file(
     return ModelFileError(f"cannot read {path}: {what} ({reason(exc)})")
 
 
-def untrusted(path: Path, *, new_protocol: bool = False) -> UntrustedPickleError:
+def untrusted(path: Path, *, holds: str = "") -> UntrustedPickleError:
     what = (
-        "it was saved with pickle protocol 4 or later, which torch's safe (weights_only) "
-        "reader cannot parse"
-        if new_protocol
+        f"its tensors are inside a pickled object ({holds}), not in a plain state_dict"
+        if holds
         else "it is a full pickled object (e.g. an nn.Module), not plain tensors"
     )
     return UntrustedPickleError(
@@ -123,27 +132,42 @@ def check_zip_file(path: Path) -> None:
             )
 
 
-def torch_load(path: Path, *, trust_pickle: bool) -> tuple[Any, bool]:
-    """``torch.load`` with ``weights_only=True``; full unpickling only when trusted.
+@dataclass(frozen=True)
+class Loaded:
+    """A torch.load result: the object, how it was read ("weights-only", "restricted" or
+    "full"), and for a restricted read its record (placeholders, storage keys)."""
 
-    Returns the object and whether it took full unpickling.
-    """
+    obj: Any
+    how: str
+    restricted: Restricted | None = None
+
+
+def torch_load(path: Path, *, trust_pickle: bool) -> Loaded:
+    """``torch.load`` with ``weights_only=True``; when torch refuses the file's globals (or its
+    pickle protocol), the restricted reader, or full unpickling when trusted."""
     import torch
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True), False
+        with warnings.catch_warnings():  # e.g. on pickle protocol 4+; a reader stays quiet
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        return Loaded(obj, "weights-only")
     except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
         needs_globals = "Unsupported global" in str(exc)
         # torch's weights_only unpickler knows protocol 2 only; FRAME (opcode 149) means 4+
         new_protocol = "Unsupported operand 149" in str(exc)
         if not needs_globals and not new_protocol:
             raise bad_file(path, exc) from None
-    if not trust_pickle:
-        raise untrusted(path, new_protocol=new_protocol)
+    if trust_pickle:
+        try:
+            return Loaded(torch.load(path, map_location="cpu", weights_only=False), "full")
+        except Exception as exc:
+            raise bad_file(path, exc, "unpickling failed") from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=False), True
-    except Exception as exc:
-        raise bad_file(path, exc, "unpickling failed") from None
+        record = restricted_load(path)
+    except Exception as exc:  # a pickle the restricted reader cannot rebuild: never run it
+        raise bad_file(path, exc, "not readable without running its code") from None
+    return Loaded(record.obj, "restricted", record)
 
 
 def is_tensor_dict(obj: Any) -> bool:
@@ -160,23 +184,35 @@ class StateDict:
     container: str  # zip | legacy | safetensors
     nesting: tuple[str, ...] = ()  # path of keys from the top object to the state_dict
     metadata: Mapping[str, str] = field(default_factory=dict)  # safetensors metadata
-    unpickled: bool = False  # read with full unpickling (--trust-pickle)
+    unpickled: str = "weights-only"  # how the pickle was read (see the module docstring)
+    notes: tuple[str, ...] = ()  # what the model's notes must say about the reading
 
     def provenance_extra(self) -> dict[str, str]:
         """Entries every layer's provenance carries, for the writer."""
         extra = {"nesting": ".".join(self.nesting)} if self.nesting else {}
-        return {**extra, "unpickled": "full"} if self.unpickled else extra
+        if self.unpickled in ("full", "restricted"):
+            extra["unpickled"] = self.unpickled
+        return extra
 
 
-def find_state_dict(path: Path, obj: Any, container: str, unpickled: bool = False) -> StateDict:
+def _tensors(obj: Mapping[Any, Any]) -> dict[str, Any]:
+    """The tensor entries (by string key) of a state_dict; anything else is no weight."""
+    import torch
+
+    return {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+
+
+def find_state_dict(
+    path: Path, obj: Any, container: str, unpickled: str = "weights-only"
+) -> StateDict:
     """The state_dict in ``obj``: the object itself, or nested in a training dict."""
     if is_tensor_dict(obj) and not any(is_tensor_dict(obj.get(k)) for k in NESTING_KEYS):
-        return StateDict(dict(obj), container, unpickled=unpickled)
+        return StateDict(_tensors(obj), container, unpickled=unpickled)
     if isinstance(obj, Mapping):
         for key in NESTING_KEYS:
             inner = obj.get(key)
             if inner is not None and is_tensor_dict(inner):
-                return StateDict(dict(inner), container, (key,), unpickled=unpickled)
+                return StateDict(_tensors(inner), container, (key,), unpickled=unpickled)
         listed = ", ".join(repr(k) for k in list(obj)[:12])
         raise ModelFileError(
             f"cannot read {path}: "
@@ -209,11 +245,37 @@ def read_state_dict(path: Path, kind: str, *, trust_pickle: bool) -> StateDict |
         return read_safetensors(path)
     if kind == "zip":
         check_zip_file(path)
-    obj, unpickled = torch_load(path, trust_pickle=trust_pickle)
+    loaded = torch_load(path, trust_pickle=trust_pickle)
+    obj = loaded.obj
     if isinstance(obj, torch.nn.Module):
         return obj
     if isinstance(obj, Mapping) and not is_tensor_dict(obj):
         for key in NESTING_KEYS:
             if isinstance(obj.get(key), torch.nn.Module):
                 return obj[key]
-    return find_state_dict(path, obj, kind, unpickled)
+    if loaded.restricted is None:
+        return find_state_dict(path, obj, kind, loaded.how)
+    if is_placeholder(obj):
+        raise untrusted(path, holds=f"a {obj.global_name}")
+    try:
+        found = find_state_dict(path, obj, kind, loaded.how)
+    except ModelFileError:
+        values = obj.values() if isinstance(obj, Mapping) else ()
+        held = sorted({v.global_name for v in values if is_placeholder(v)})
+        if not held:
+            raise
+        raise untrusted(path, holds=", ".join(held[:3])) from None
+    # the classes of other packages say what the file holds; the standard library's follow
+    replaced = sorted(
+        loaded.restricted.replaced,
+        key=lambda name: (name.split(".")[0] in sys.stdlib_module_names, name),
+    )
+    shown = ", ".join(replaced[:4]) + (
+        f" and {len(replaced) - 4} more" if len(replaced) > 4 else ""
+    )
+    classes = "class" if len(replaced) == 1 else "classes"
+    note = (
+        f"read without running code from the file: objects of {len(replaced)} {classes} it "
+        f"names were left unloaded ({shown}); only its tensors were read"
+    )
+    return dataclasses.replace(found, notes=(note,))

@@ -8,18 +8,22 @@ What each flavour yields (details in the sibling ``pytorch_*`` modules):
   sizes from one forward pass of the built architecture, the graph from torch.export of it.
 - the same without --arch: every 3/4/5-D ``*.weight`` is ASSUMED a stride-1, unpadded,
   undilated, ungrouped conv of unknown input size, laid out as a chain; the output says so.
+- a training checkpoint whose pickle names classes torch's weights-only reader refuses (a
+  Lightning .ckpt's omegaconf hparams): its tensors by the restricted reader, every other object
+  left an inert placeholder (nothing imported or run), and the notes name those classes.
 - a full pickled nn.Module: only with trust_pickle (unpickling runs code from the file).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
-from convaudit.errors import ModelFileError
+from convaudit.errors import InputShapeError, ModelFileError
 from convaudit.ir import ModelIR
 from convaudit.loaders.interface import Loader, LoadOptions
 from convaudit.loaders.pytorch.archive import StateDict, read_state_dict, sniff_kind
@@ -38,6 +42,7 @@ class PyTorchLoader(Loader):
         kind = sniff_kind(path, head)
         if kind is None:
             raise ModelFileError(f"cannot read {path}: not a PyTorch file")
+        _refuse_onnx_only_options(path, options)
         if kind == "pt2":
             from convaudit.loaders.pytorch.programs import read_exported
 
@@ -60,7 +65,8 @@ class PyTorchLoader(Loader):
         if options.arch:
             from convaudit.loaders.pytorch.arch import read_with_arch
 
-            return read_with_arch(content, path, options)
+            ir = read_with_arch(content, path, options)
+            return dataclasses.replace(ir, notes=(*content.notes, *ir.notes))
         from convaudit.loaders.pytorch.statedict import chain_graph, layers_from_state_dict
 
         layers, skipped, notes = layers_from_state_dict(content)
@@ -70,10 +76,31 @@ class PyTorchLoader(Loader):
             )
         graph = chain_graph(layers)
         return ModelIR(
-            str(path), "pytorch", tuple(layers), tuple(skipped), graph=graph, notes=tuple(notes)
+            str(path),
+            "pytorch",
+            tuple(layers),
+            tuple(skipped),
+            graph=graph,
+            notes=(*content.notes, *notes),
         )
 
     def write_kernels(self, ir: ModelIR, dest: Path, updates: Mapping[str, np.ndarray]) -> None:
         from convaudit.loaders.pytorch.writer import write_kernels
 
         write_kernels(ir, dest, updates)
+
+
+def _refuse_onnx_only_options(path: Path, options: LoadOptions) -> None:
+    """--input-value and --input-size need a graph that declares its inputs; a PyTorch file's
+    input is known only from --input-shape (or, for .pt2, from the exported program)."""
+    if options.input_values:
+        raise InputShapeError(
+            f"--input-value is read for ONNX inputs; {path.name} is a PyTorch file",
+            hint="leave --input-value out for this model",
+        )
+    if options.input_size is not None and not options.input_shapes:
+        raise InputShapeError(
+            f"--input-size needs the input's channel count, which {path.name} (a PyTorch "
+            "file) does not declare",
+            hint="give the full shape instead, e.g. --input-shape 1,3,224,224",
+        )

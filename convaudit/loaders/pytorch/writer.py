@@ -6,6 +6,11 @@ written: ``torch.save`` (zip, or legacy with ``_use_new_zipfile_serialization=Fa
 ``safetensors.torch.save_file`` with the original metadata, ``torch.jit.save`` with the
 archive's extra files, ``torch.export.save``. A full pickled module is written back only because
 it could only have been loaded with trust_pickle.
+
+A checkpoint read by the restricted reader (objects of classes it did not load) cannot be
+pickled again, and need not be: only the bytes of the changed storages are replaced
+(:mod:`.storages`), so its pickle, every other storage and every other member stay
+byte-identical.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from convaudit.loaders.pytorch.archive import (
     torch_load,
 )
 from convaudit.loaders.pytorch.programs import load_exported_program, quiet_jit
+from convaudit.loaders.pytorch.storages import write_storages
 
 
 def _replacements(
@@ -90,7 +96,8 @@ def _write_pickle(
     if not legacy:
         check_zip_file(path)
     trusted = container == "pickled-module"
-    obj, _ = torch_load(path, trust_pickle=trusted)
+    loaded = torch_load(path, trust_pickle=trusted)
+    obj = loaded.obj
     target = _nested(obj, nesting)
     if trusted and isinstance(target, Mapping):  # a module kept under 'model' / 'net' / ...
         target = next(
@@ -98,6 +105,10 @@ def _write_pickle(
         )
     tensors = target.state_dict(keep_vars=True) if isinstance(target, torch.nn.Module) else target
     _assign(tensors, new, ir.path)
+    if loaded.restricted is not None:  # placeholders inside: patch the storages' bytes
+        storages = {key: tensors[key] for key in new}
+        write_storages(path, dest, loaded.restricted, storages, legacy=legacy)
+        return
     torch.save(obj, dest, _use_new_zipfile_serialization=not legacy)
 
 
