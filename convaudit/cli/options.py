@@ -1,5 +1,9 @@
 """What the commands share: their common options, parsing of option values (input shapes,
-devices, byte sizes), reading the models and writing the report."""
+devices, byte sizes), reading the models and writing the report.
+
+Imported by every command module when the CLI starts, so it imports nothing heavy (numpy, torch,
+the loaders) at the top: ``--help``, ``--version`` and the error paths start instantly.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,15 @@ import re
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from convaudit.atomic import atomic_open
 from convaudit.errors import ConfigError, InputShapeError
-from convaudit.ir import ModelIR
-from convaudit.loaders.interface import LoadOptions
+
+if TYPE_CHECKING:
+    from convaudit.ir import ModelIR
 
 
 def parse_input_shapes(values: list[str] | None) -> dict[str, tuple[int, ...]]:
@@ -115,6 +121,7 @@ def load_irs(
     models: list[Path], input_shape: list[str] | None, trust_pickle: bool, arch: str | None
 ) -> list[ModelIR]:
     from convaudit.loaders import load_model
+    from convaudit.loaders.interface import LoadOptions
 
     options = LoadOptions(
         input_shapes=parse_input_shapes(input_shape), trust_pickle=trust_pickle, arch=arch
