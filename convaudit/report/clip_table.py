@@ -86,10 +86,11 @@ def render_clip_table(report: ClipReport, *, width: int | None = None) -> str:
         assert width is not None
         lines = vertical_blocks(CLIP_COLUMNS, rows, width)
     else:
-        lines = plain_lines(plan, CLIP_COLUMNS) + footer(plan, width)
+        lines = plain_lines(plan, CLIP_COLUMNS)
+        lines += [part for line in footer(plan, width) for part in hanging(line, width, 0)]
     statements = sorted({r.operator for r in report.layers})
     lines.append("")
-    lines.append("sigma_* are certified upper bounds of each layer's real operator:")
+    lines += hanging("sigma_* are certified upper bounds of each layer's real operator:", width, 0)
     lines += [line for s in statements for line in hanging(f"- {printable(s)}", width)]
     return "\n".join(lines) + "\n"
 

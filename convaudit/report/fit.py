@@ -12,7 +12,9 @@ block per row (:func:`vertical_blocks`). The rules, at any width:
   identifiable;
 - a ``prose`` column (finding messages) wraps at spaces, never inside a number;
 - when the fixed columns and a comfortable name width do not fit, columns are dropped in their
-  stated order (``drop``: 1 goes first; None: always shown) and the footer says which.
+  stated order (``drop``: 1 goes first; None: always shown) until the rest fits; then any dropped
+  column that fits in the room left is taken back, the most important first. The footer says
+  which columns are not shown.
 
 ``width=None`` (a file or a pipe) keeps every column at its natural width.
 """
@@ -134,20 +136,32 @@ def plan_table(
         (i for i, c in enumerate(columns) if c.drop is not None),
         key=lambda i: columns[i].drop or 0,
     )
+
+    def widths_for(visible: tuple[int, ...], floor: list[int]) -> dict[int, int] | None:
+        flex = [i for i in visible if columns[i].shrink != "fixed"]
+        fixed = [i for i in visible if columns[i].shrink == "fixed"]
+        budget = width - style.overhead(len(visible)) - sum(natural[i] for i in fixed)
+        widths = _fill(budget, {i: floor[i] for i in flex}, {i: natural[i] for i in flex})
+        if widths is not None:
+            widths.update({i: natural[i] for i in fixed})
+        return widths
+
     for floor in (comfortable, minimum):
         for k in range(len(droppable) + 1):
-            visible = tuple(i for i in range(len(columns)) if i not in droppable[:k])
-            flex = [i for i in visible if columns[i].shrink != "fixed"]
-            budget = (
-                width
-                - style.overhead(len(visible))
-                - sum(natural[i] for i in visible if i not in flex)
-            )
-            widths = _fill(budget, {i: floor[i] for i in flex}, {i: natural[i] for i in flex})
-            if widths is not None:
-                widths.update({i: natural[i] for i in visible if i not in flex})
-                dropped = tuple(columns[i].header for i in sorted(droppable[:k]))
-                return _layout(columns, rows, visible, widths, dropped)
+            gone = list(droppable[:k])
+            visible = tuple(i for i in range(len(columns)) if i not in gone)
+            widths = widths_for(visible, floor)
+            if widths is None:
+                continue
+            # Room left over: take back what was dropped, most important first, where it fits.
+            for i in reversed(droppable[:k]):
+                wider = tuple(sorted((*visible, i)))
+                more = widths_for(wider, floor)
+                if more is not None:
+                    visible, widths = wider, more
+                    gone.remove(i)
+            dropped = tuple(columns[i].header for i in sorted(gone))
+            return _layout(columns, rows, visible, widths, dropped)
     return None
 
 

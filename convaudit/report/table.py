@@ -17,7 +17,15 @@ from rich.text import Text
 
 from convaudit.analysis import LayerResult, ModelReport
 from convaudit.ir import ConvLayer, ModelIR
-from convaudit.report.fit import BOXED, Column, TablePlan, footer, plan_table, vertical_blocks
+from convaudit.report.fit import (
+    BOXED,
+    Column,
+    TablePlan,
+    footer,
+    hanging,
+    plan_table,
+    vertical_blocks,
+)
 from convaudit.report.interface import (
     RenderOptions,
     compact,
@@ -166,11 +174,11 @@ def spectrum_renderables(
     )
     for skipped in report.skipped:
         out.append(Text(f"skipped {printable(skipped.name)}: {printable(skipped.reason)}"))
-    out.append(_summary_text(report))
+    out.append(_summary_text(report, width))
     return out, plan
 
 
-def _summary_text(report: ModelReport) -> Text:
+def _summary_text(report: ModelReport, width: int | None = None) -> Text:
     summary = report.summary
     naive = summary.naive_product
     lines = [f"{summary.layers_analysed} layers analysed, {summary.layers_skipped} skipped"]
@@ -183,7 +191,12 @@ def _summary_text(report: ModelReport) -> Text:
             "  (not a certified network bound: skip connections are ignored; see `convaudit check`)"
         )
     lines.extend(f"note: {printable(note)}" for note in (*summary.notes, *report.notes))
-    return Text("\n".join(lines))
+    wrapped = [
+        part
+        for line in lines
+        for part in hanging(line.lstrip(), width, indent=len(line) - len(line.lstrip()))
+    ]
+    return Text("\n".join(wrapped))
 
 
 def render_spectrum_table(reports: Sequence[ModelReport], options: RenderOptions) -> str:
