@@ -184,14 +184,15 @@ class Browser:
             if e["method"] == "Network.requestWillBeSent"
         ]
 
-    def screenshot(self, dest: Path) -> None:
+    def screenshot(self, dest: Path, *, height: int = 2400) -> None:
+        """A PNG of the page, 1280 pixels wide and as tall as it is (at most ``height``)."""
         import base64
 
-        height = int(self.evaluate("document.documentElement.scrollHeight"))
+        page_height = int(self.evaluate("document.documentElement.scrollHeight"))
         self.call(
             "Emulation.setDeviceMetricsOverride",
             width=1280,
-            height=min(height, 2400),
+            height=min(page_height, height),
             deviceScaleFactor=1,
             mobile=False,
         )

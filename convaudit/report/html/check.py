@@ -21,6 +21,7 @@ from convaudit.report.html.page import (
     bullet_list,
     document,
     el,
+    figures,
     header,
     num_cell,
     number,
@@ -88,7 +89,7 @@ def limits_figure(result: GateResult, model: ModelCheck) -> ET.Element | None:
     if not layers:
         return None
     scale = svg.LogScale.covering([v for v in values if math.isfinite(v)])
-    frame = svg.Frame(width=820, height=260)
+    frame = svg.Frame(width=500, height=280)
     chart = svg.chart(
         frame,
         scale,
@@ -184,7 +185,7 @@ def _model(result: GateResult, model: ModelCheck, index: int) -> list[ET.Element
         el("h2", f"{text(model.path)} ({model.format})"),
         bullet_list(text(line) for line in network_lines(model)),
         bullet_list(f"note: {text(n)}" for n in model.notes),
-        limits_figure(result, model),
+        figures(limits_figure(result, model)),
         el("h3", "Layers"),
         sortable_table(
             LAYER_COLUMNS, _layer_rows(result, model), label=f"layers of {text(model.path)}"
@@ -214,7 +215,6 @@ def render_check_html(result: GateResult) -> str:
             counts,
         )
     )
-    body += [el("h2", "Limits and settings of the run"), options_facts(result.settings)]
     rows, classes = _finding_rows(result)
     body.append(el("h2", "Findings"))
     if rows:
@@ -226,6 +226,7 @@ def render_check_html(result: GateResult) -> str:
         body.append(notes)
     for i, model in enumerate(result.models):
         body += [part for part in _model(result, model, i) if part is not None]
+    body += [el("h2", "Limits and settings of the run"), options_facts(result.settings)]
     return document(f"convaudit check: {verdict}", body)
 
 

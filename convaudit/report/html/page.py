@@ -222,6 +222,12 @@ def header(title: str, subtitle: str) -> list[ET.Element]:
     return [el("h1", title), el("p", subtitle, class_="muted")]
 
 
+def figures(*items: ET.Element | None) -> ET.Element | None:
+    """Figures side by side where the window is wide enough."""
+    shown = [item for item in items if item is not None]
+    return el("div", *shown, class_="figures") if shown else None
+
+
 def bullet_list(lines: Iterable[str]) -> ET.Element | None:
     items = [el("li", line) for line in lines]
     return el("ul", *items) if items else None
@@ -235,6 +241,7 @@ __all__ = [
     "document",
     "el",
     "facts",
+    "figures",
     "header",
     "num_cell",
     "number",

@@ -24,6 +24,7 @@ from convaudit.report.html.page import (
     document,
     el,
     facts,
+    figures,
     header,
     num_cell,
     number,
@@ -125,7 +126,7 @@ def spectra_figure(report: ModelReport, ident: str) -> ET.Element | None:
         return None
     floor = max(finite) * 10.0**-DECADES
     scale = svg.LogScale.covering([max(v, floor) for v in finite])
-    frame = svg.Frame(width=820, height=300)
+    frame = svg.Frame(width=500, height=280)
     chart = svg.chart(
         frame,
         scale,
@@ -169,7 +170,7 @@ def sigma_figure(report: ModelReport) -> ET.Element | None:
     scale = svg.LogScale.covering(
         [v for _, _, s in known for v in (s.value, s.lower, s.upper) if math.isfinite(v)]
     )
-    frame = svg.Frame(width=820, height=260)
+    frame = svg.Frame(width=500, height=280)
     chart = svg.chart(
         frame,
         scale,
@@ -241,8 +242,7 @@ def _model(index: int, report: ModelReport) -> list[ET.Element | None]:
         el("h2", f"{text(report.path)}"),
         _summary(report),
         bullet_list(f"note: {n}" for n in notes),
-        spectra_figure(report, f"depth-{index}"),
-        sigma_figure(report),
+        figures(spectra_figure(report, f"depth-{index}"), sigma_figure(report)),
         el("h3", "Layers"),
         sortable_table(
             COLUMNS,
@@ -260,8 +260,8 @@ def render_spectrum_html(reports: Sequence[ModelReport], options: RenderOptions)
         f"convaudit {__version__} · {len(reports)} model(s) · singular values of every conv "
         "layer as the linear operator it is (Sedghi, Gupta & Long, ICLR 2019)",
     )
-    if reports:
-        body += [el("h2", "Options of the run"), options_facts(reports[0].options)]
+    for i, report in enumerate(reports):
+        body += [part for part in _model(i, report) if part is not None]
     body += [
         el("h2", "What the numbers are"),
         el(
@@ -280,8 +280,8 @@ def render_spectrum_html(reports: Sequence[ModelReport], options: RenderOptions)
             ),
         ),
     ]
-    for i, report in enumerate(reports):
-        body += [part for part in _model(i, report) if part is not None]
+    if reports:
+        body += [el("h2", "Options of the run"), options_facts(reports[0].options)]
     return document("convaudit spectrum report", body)
 
 
