@@ -5,14 +5,16 @@
 ``REF`` (default ``main``) is exported with ``git archive`` into a temporary folder; both trees
 run on the same interpreter and packages, each from its own folder (first on ``sys.path``). Runs are
 interleaved (before, after, before, after, ...) so that the machine's load hits both alike;
-the table gives the median wall time of each command and the ratio. The load average is
-printed with it: on a shared machine, compare ratios, not absolute seconds.
+the table gives the median wall time and CPU time (user + system) of each command, and the
+ratio. The load average is printed with it: on a shared machine, compare ratios, and read the
+CPU time as what the wall time is on an idle machine (these commands are single-threaded).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -40,8 +42,10 @@ def export(ref: str, dest: Path) -> Path:
     return dest / "tree"
 
 
-def once(tree: Path, args: list[str]) -> float:
+def once(tree: Path, args: list[str]) -> tuple[float, float]:
+    """Wall time and CPU time (user + system) of one run."""
     env = {**os.environ, "PYTHONPATH": str(tree), "COLUMNS": "100"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(
         [sys.executable, "-c", PROGRAM, *args],
@@ -51,7 +55,9 @@ def once(tree: Path, args: list[str]) -> float:
         stderr=subprocess.DEVNULL,
         check=False,
     )
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main() -> None:
@@ -65,7 +71,7 @@ def main() -> None:
         for tree in trees.values():  # warm the file cache and the bytecode of both trees
             for _, args in CASES:
                 once(tree, args)
-        times: dict[tuple[str, str], list[float]] = {}
+        times: dict[tuple[str, str], list[tuple[float, float]]] = {}
         load = os.getloadavg()
         for _ in range(opts.runs):
             for label, args in CASES:
@@ -76,12 +82,17 @@ def main() -> None:
     print(f"load average (1 min) {load[0]:.1f} at the start, {load_after[0]:.1f} at the end;")
     print(f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     print()
-    print("| command | before (median s) | after (median s) | after / before |")
+    print("| command | before: wall / CPU (s) | after: wall / CPU (s) | after / before (wall) |")
     print("|---|---|---|---|")
     for label, _ in CASES:
-        b = statistics.median(times[(label, "before")])
-        a = statistics.median(times[(label, "after")])
-        print(f"| `convaudit {label}` | {b:.3f} | {a:.3f} | {a / b:.2f} |")
+        b = [statistics.median(x) for x in zip(*times[(label, "before")], strict=True)]
+        a = [statistics.median(x) for x in zip(*times[(label, "after")], strict=True)]
+        print(
+            f"| `convaudit {label}` | {b[0]:.3f} / {b[1]:.3f} | {a[0]:.3f} / {a[1]:.3f} "
+            f"| {a[0] / b[0]:.2f} |"
+        )
+    print()
+    print("medians; CPU = user + system time of the process, which a busy machine inflates less")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 # A damaged HDF5 file may hang libhdf5 in the metadata probe: fail fast in tests.
 os.environ.setdefault("CONVAUDIT_HDF5_PROBE_SECONDS", "10")
 sys.path.insert(0, str(Path(__file__).parent))  # for `import oracle`
+# test_gate_formats (sample gate results) is shared with tests/cli, collected first
+sys.path.insert(0, str(Path(__file__).parent / "gate"))
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "sample_models"

@@ -48,7 +48,7 @@ def layers(
     """
     if output is not None:
         check_destination(output, overwrite=force, protect=models, protect_hint=NOT_AN_INPUT)
-    irs = load_irs(models, input_shape, trust_pickle, arch)  # only the models' own readers
+    irs = load_irs(models, input_shape, trust_pickle, arch)
     if fmt is LayersFormat.JSON:
         from convaudit.report.json import render_layers_json
 

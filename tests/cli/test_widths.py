@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -121,7 +120,6 @@ def test_layers_table_at_width(models, model, width, golden):
 
 @pytest.mark.parametrize("width", WIDTHS)
 def test_check_table_at_width(models, width, golden):
-    sys.path.insert(0, str(REPO / "tests" / "gate"))
     from test_gate_formats import sample_result
 
     from convaudit.gate.config import Settings

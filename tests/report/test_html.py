@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import struct
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -86,7 +85,6 @@ def spectrum_html(report) -> str:
 
 @pytest.fixture(scope="module")
 def check_html() -> str:
-    sys.path.insert(0, str(REPO / "tests" / "gate"))
     from test_gate_formats import sample_result
 
     return check_renderer(CheckFormat.HTML)(sample_result())
