@@ -1,6 +1,11 @@
 """Command-line interface: thin typer commands over the library; the only code that prints.
 
 Exit codes: 0 ok, 1 a check failed, 2 usage/input/environment error, 130 interrupted.
+
+Start-up is instant: the command modules import only typer and convaudit's light modules at
+the top, and each command imports what it computes with (numpy, torch, onnx, h5py, the
+engine) in its body. ``--help``, ``--version``, ``layers`` and the error paths therefore never
+import torch; tests/cli/test_startup.py proves it.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ def _is_cli_process() -> bool:
     )
 
 
-try:  # the imports below take a second or two (torch): a Ctrl-C meanwhile is no traceback
+try:  # a Ctrl-C during the imports is no traceback either
     import typer
 
     from convaudit.cli import check, clip, layers, spectrum  # noqa: F401  (registers the commands)

@@ -11,14 +11,12 @@ import dataclasses
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from convaudit import __version__
-from convaudit.analysis import AnalysisOptions, require_analysed, require_convs
 from convaudit.atomic import check_destination
-from convaudit.audit import AuditOptions, audit_model
 from convaudit.cli.app import command
 from convaudit.cli.options import (
     ARCH,
@@ -39,11 +37,13 @@ from convaudit.cli.options import (
 )
 from convaudit.cli.progress import LazyProgress, stderr_is_tty
 from convaudit.errors import ConfigError
-from convaudit.gate.baseline import Baseline, model_key, read_baseline, write_baseline
 from convaudit.gate.config import LIMIT_KEYS, Override, Settings, check_pattern, load_settings
-from convaudit.gate.findings import GateResult, IgnoreRule, ModelCheck, baseline_entries, evaluate
 from convaudit.report.formats import CheckFormat
 from convaudit.report.formats import check_renderer as renderer
+
+if TYPE_CHECKING:
+    from convaudit.gate.baseline import Baseline
+    from convaudit.gate.findings import GateResult, ModelCheck
 
 _OVERRIDE = re.compile(r"^(?P<pattern>.+):(?P<key>" + "|".join(LIMIT_KEYS) + r")=(?P<value>[^=]+)$")
 
@@ -65,6 +65,8 @@ def parse_override(text: str) -> Override:
 
 
 def _key(path: str, baseline: str | None) -> str:
+    from convaudit.gate.baseline import model_key
+
     return model_key(path, baseline) if baseline else Path(path).as_posix()
 
 
@@ -78,6 +80,11 @@ def run_check(
     quiet: bool,
 ) -> GateResult:
     """Load, measure, (write the baseline,) evaluate. Raises ConvauditError (exit 2)."""
+    from convaudit.analysis import AnalysisOptions, require_analysed, require_convs
+    from convaudit.audit import AuditOptions, audit_model
+    from convaudit.gate.baseline import read_baseline, write_baseline
+    from convaudit.gate.findings import IgnoreRule, baseline_entries, evaluate
+
     if not settings.models:
         raise ConfigError(
             "no model to check",
@@ -97,11 +104,14 @@ def run_check(
         input_size=settings.input_size,
         input_value=list(settings.input_value),
     )
+    irs = load_irs([Path(m) for m in settings.models], loading)
+    for ir in irs:
+        require_convs(ir, dense_suffices=True)  # an MLP's Lipschitz bound is still a check
     options = AuditOptions(
         analysis=AnalysisOptions(
             fold_bn=settings.fold_bn,
             sigma=settings.sigma,  # type: ignore[arg-type]
-            device=resolve_device(device),
+            device=resolve_device(device),  # imports torch: after the files are known good
         ),
         spectrum=any(
             "min-sigma" in o.limits or "max-condition" in o.limits for o in settings.overrides
@@ -112,9 +122,6 @@ def run_check(
         input_shapes=parse_input_shapes(shapes),
         input_values=loading.input_values,
     )
-    irs = load_irs([Path(m) for m in settings.models], loading)
-    for ir in irs:
-        require_convs(ir, dense_suffices=True)  # an MLP's Lipschitz bound is still a check
     show = not quiet and settings.format == "table" and stderr_is_tty()
     checks: list[ModelCheck] = []
     with LazyProgress("checking", enabled=show) as progress:

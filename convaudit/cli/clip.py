@@ -6,11 +6,10 @@ post-check failed (nothing written); 2 bad input or a layer that cannot be clipp
 
 from __future__ import annotations
 
-import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -24,14 +23,18 @@ from convaudit.cli.options import (
     load_options,
     parse_bytes,
     resolve_device,
+    stdout_width,
 )
 from convaudit.cli.progress import LazyProgress, stderr_is_tty
-from convaudit.clipping import ClipOptions, ClipReport, clip_model, parse_bound_rule
-from convaudit.engine.projection.kernel import DEFAULT_TOL
 from convaudit.errors import EXIT_CHECK_FAILED, ConfigError
 from convaudit.gate.config import load_toml
 
-SCHEMA_VERSION = 1
+if TYPE_CHECKING:
+    from convaudit.clipping import ClipReport
+
+#: the projection's tolerance when neither --tol nor the config file sets one (a test checks
+#: that it is the engine's DEFAULT_TOL; importing that here would import torch for --help)
+DEFAULT_TOL = 1e-3
 
 
 class Method(str, Enum):
@@ -78,87 +81,6 @@ def read_clip_config(path: Path) -> dict[str, Any]:
     return table
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.7g}"
-
-
-def render_table(report: ClipReport) -> str:
-    head = (
-        "layer",
-        "kind",
-        "bound",
-        "sigma_before",
-        "sigma_after",
-        "rechecked",
-        "exact_after",
-        "iters",
-        "rel_change",
-        "status",
-    )
-    rows = [head]
-    for r in report.layers:
-        status = "OVER BOUND" if not r.within_bound else ("unchanged" if r.unchanged else "clipped")
-        rows.append(
-            (
-                r.name,
-                r.kind,
-                _fmt(r.bound),
-                _fmt(r.sigma_before),
-                _fmt(r.sigma_after),
-                _fmt(r.rechecked),
-                _fmt(r.exact_after),
-                str(r.iterations),
-                f"{r.relative_change:.3%}",
-                status,
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
-    statements = sorted({r.operator for r in report.layers})
-    lines.append("")
-    lines.append("sigma_* are certified upper bounds of each layer's real operator:")
-    lines += [f"  - {s}" for s in statements]
-    return "\n".join(lines) + "\n"
-
-
-def render_json(report: ClipReport) -> str:
-    doc = {
-        "schema_version": SCHEMA_VERSION,
-        "source": report.source,
-        "output": report.output,
-        "written": report.written,
-        "checked": report.checked,
-        "ok": report.ok,
-        "method": report.method,
-        "layers": [
-            {
-                "name": r.name,
-                "kind": r.kind,
-                "bound": r.bound,
-                "method": r.method,
-                "iterations": r.iterations,
-                "converged": r.converged,
-                "unchanged": r.unchanged,
-                "sigma_before": r.sigma_before,
-                "sigma_after": r.sigma_after,
-                "sigma_quantity": "upper-bound",
-                "operator": r.operator,
-                "rechecked": r.rechecked,
-                "exact_after": r.exact_after,
-                "relative_change": r.relative_change,
-                "bn_folded": r.bn_folded,
-                "within_bound": r.within_bound,
-            }
-            for r in report.layers
-        ],
-        "skipped": [{"name": s.name, "reason": s.reason} for s in report.skipped],
-    }
-    return json.dumps(doc, indent=2) + "\n"
-
-
 @command("clip")
 def clip(
     model: Path = typer.Argument(..., metavar="MODEL", help="Model file (ONNX, PyTorch, Keras)."),
@@ -183,10 +105,10 @@ def clip(
         False, "--include-dense", help="Apply --bound to dense layers too (exact SVD clip)."
     ),
     method: Method = typer.Option(Method.ALTERNATING, "--method", help="Projection method."),
-    tol: float = typer.Option(
-        DEFAULT_TOL,
+    tol: float | None = typer.Option(
+        None,
         "--tol",
-        help="Stop when sigma_max <= bound*(1+tol); then rescale the last bit.",
+        help=f"Stop when sigma_max <= bound*(1+tol); then rescale the last bit (default {DEFAULT_TOL:g}).",
     ),
     max_iter: int | None = typer.Option(None, "--max-iter", help="Iteration cap per layer."),
     exact: bool = typer.Option(
@@ -225,6 +147,8 @@ def clip(
     enlarged grid whose circular sigma_max certifies the zero-padded one (needs --input-shape
     for models without fixed input sizes). After writing, the file is reloaded and re-measured.
     """
+    from convaudit.clipping import ClipOptions, clip_model, parse_bound_rule
+
     file_opts = read_clip_config(config) if config is not None else {}
     rules = [
         parse_bound_rule(text) for text in [*(bound_for or []), *file_opts.get("bound-for", [])]
@@ -237,7 +161,7 @@ def clip(
         method=method.value
         if method is not Method.ALTERNATING
         else str(file_opts.get("method", method.value)),
-        tol=tol if tol != DEFAULT_TOL else float(file_opts.get("tol", tol)),
+        tol=tol if tol is not None else float(file_opts.get("tol", DEFAULT_TOL)),
         max_iter=max_iter if max_iter is not None else file_opts.get("max-iter"),
         fold_bn=fold_bn or bool(file_opts.get("fold-bn", False)),
         exact=exact or bool(file_opts.get("exact", False)),
@@ -259,7 +183,15 @@ def clip(
             load_options=loading,
             progress=progress,
         )
-    sys.stdout.write(render_json(report) if fmt is ClipFormat.JSON else render_table(report))
+    if fmt is ClipFormat.JSON:
+        from convaudit.report.clip_json import render_clip_json
+
+        text = render_clip_json(report)
+    else:
+        from convaudit.report.clip_table import render_clip_table
+
+        text = render_clip_table(report, width=stdout_width())
+    sys.stdout.write(text)
     sys.stdout.flush()
     _summary(report, quiet=quiet)
     if not report.ok:

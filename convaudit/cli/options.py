@@ -1,5 +1,9 @@
 """What the commands share: their common options, parsing of option values (input shapes, sizes
-and values, devices, byte sizes), reading the models and writing the report."""
+and values, devices, byte sizes), reading the models and writing the report.
+
+Imported by every command module when the CLI starts, so it imports nothing heavy (numpy, torch,
+the loaders) at the top: ``--help``, ``--version`` and the error paths start instantly.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +17,12 @@ import typer
 
 from convaudit.atomic import atomic_open
 from convaudit.errors import ConfigError, InputShapeError
-from convaudit.ir import ModelIR
-from convaudit.loaders.interface import LoadOptions
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from convaudit.ir import ModelIR
+    from convaudit.loaders.interface import LoadOptions
 
 
 def parse_input_shapes(values: list[str] | None) -> dict[str, tuple[int, ...]]:
@@ -188,6 +193,8 @@ def load_options(
     input_value: list[str] | None = None,
 ) -> LoadOptions:
     """The loader options from the shared command-line options' raw values."""
+    from convaudit.loaders.interface import LoadOptions
+
     return LoadOptions(
         input_shapes=parse_input_shapes(input_shape),
         trust_pickle=trust_pickle,

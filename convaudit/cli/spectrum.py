@@ -7,17 +7,10 @@ import sys
 from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import typer
 
-from convaudit.analysis import (
-    AnalysisOptions,
-    ModelReport,
-    analyse,
-    require_analysed,
-    require_convs,
-)
 from convaudit.atomic import atomic_open, check_destination
 from convaudit.cli.app import command, debug_enabled
 from convaudit.cli.options import (
@@ -39,7 +32,9 @@ from convaudit.cli.options import (
 )
 from convaudit.cli.progress import LazyProgress, stderr_is_tty
 from convaudit.report.formats import Format, renderer
-from convaudit.report.interface import RenderOptions
+
+if TYPE_CHECKING:
+    from convaudit.analysis import ModelReport
 
 
 class SigmaMode(str, Enum):
@@ -57,6 +52,8 @@ def save_spectra(reports: Sequence[ModelReport], dest: Path) -> None:
 
     Keys are layer names (``"<model index>:<layer>"`` when several models are given).
     """
+    import numpy as np
+
     arrays: dict[str, np.ndarray] = {}
     meta: dict[str, dict[str, object]] = {}
     for i, report in enumerate(reports):
@@ -91,7 +88,12 @@ def spectrum(
     models: list[Path] = typer.Argument(
         ..., metavar="MODEL...", help="Model files (ONNX, PyTorch, Keras)."
     ),
-    fmt: Format = typer.Option(Format.TABLE, "--format", "-f", help="Report format."),
+    fmt: Format = typer.Option(
+        Format.TABLE,
+        "--format",
+        "-f",
+        help="Report format; html is one self-contained page with the figures (use with -o).",
+    ),
     output: Path | None = OUTPUT,
     force: bool = FORCE,
     full: bool = typer.Option(
@@ -153,21 +155,26 @@ def spectrum(
 
         plot_format(plot)
         require_matplotlib()  # the install hint now, not after the computation
-    options = AnalysisOptions(
-        full=full or plot is not None or spectra_file is not None,
-        fold_bn=fold_bn,
-        sigma=sigma.value,
-        layers=layers,
-        dtype=dtype.value,
-        device=resolve_device(device),
-        max_memory=None if max_memory is None else parse_bytes(max_memory),
-    )
+    from convaudit.analysis import AnalysisOptions, analyse, require_analysed, require_convs
+    from convaudit.report.interface import RenderOptions
+
+    memory = None if max_memory is None else parse_bytes(max_memory)
     loading = load_options(
         input_shape, trust_pickle, arch, input_size=input_size, input_value=input_value
     )
     irs = load_irs(models, loading)
     for ir in irs:
         require_convs(ir)  # before computing anything
+    options = AnalysisOptions(
+        # the html report draws every layer's sorted spectrum, as --plot does
+        full=full or plot is not None or spectra_file is not None or fmt is Format.HTML,
+        fold_bn=fold_bn,
+        sigma=sigma.value,
+        layers=layers,
+        dtype=dtype.value,
+        device=resolve_device(device),  # imports torch: after the files are known to be good
+        max_memory=memory,
+    )
 
     show_progress = not quiet and not fmt.machine and stderr_is_tty()
     reports: list[ModelReport] = []

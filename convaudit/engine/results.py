@@ -50,7 +50,9 @@ class NormResult:
     iterations: int = 0
 
     def describe(self) -> str:
-        """Short human label, e.g. 'exact, zeros padding, 32x32'."""
+        """Short human label, e.g. 'exact, zeros padding, 32x32' or 'exact, dense'."""
+        if self.operator == "dense":  # a matrix: no padding, and no input size to speak of
+            return f"{self.quantity}, dense"
         where = "any input size" if self.grid is None else "x".join(str(n) for n in self.grid)
         pad = "size-independent" if self.operator == "any-size" else f"{self.operator} padding"
         return f"{self.quantity}, {pad}, {where}"

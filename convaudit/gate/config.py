@@ -40,7 +40,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 ENV_PREFIX = "CONVAUDIT_"
-FORMATS = ("table", "json", "github", "junit", "sarif")
+FORMATS = ("table", "json", "github", "junit", "sarif", "html")
 LIMIT_KEYS = ("max-sigma", "min-sigma", "max-condition")
 
 

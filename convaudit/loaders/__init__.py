@@ -19,12 +19,19 @@ from convaudit.ir import ModelIR
 from convaudit.loaders.interface import Loader, LoadOptions
 from convaudit.loaders.safety import UnexpectedLoaderError, check_regular_file
 
-# module name -> class name; imported lazily so that e.g. reading an ONNX file never imports
-# the Keras reader. Order matters: the first whose sniff() accepts the file wins.
-_LOADERS: tuple[tuple[str, str], ...] = (
-    ("convaudit.loaders.keras.reader", "KerasLoader"),
-    ("convaudit.loaders.pytorch.reader", "PyTorchLoader"),
-    ("convaudit.loaders.onnx.reader", "OnnxLoader"),
+# format -> (module with a light ``sniff(path, head)``, reader module, class). Both are imported
+# lazily and the sniffers need no framework, so that detecting an ONNX file imports neither h5py
+# nor torch, and only the chosen reader is imported. Order matters: the first sniff() that
+# accepts the file wins.
+_LOADERS: tuple[tuple[str, str, str, str], ...] = (
+    ("keras", "convaudit.loaders.keras.sniff", "convaudit.loaders.keras.reader", "KerasLoader"),
+    (
+        "pytorch",
+        "convaudit.loaders.pytorch.sniff",
+        "convaudit.loaders.pytorch.reader",
+        "PyTorchLoader",
+    ),
+    ("onnx", "convaudit.loaders.onnx.sniff", "convaudit.loaders.onnx.reader", "OnnxLoader"),
 )
 
 FORMATS = ("onnx", "pytorch", "keras")
@@ -37,15 +44,16 @@ _SUPPORTED_HINT = (
 _PASS_THROUGH = (ConvauditError, KeyboardInterrupt, SystemExit, GeneratorExit)
 
 
-def _loader_classes() -> list[type[Loader]]:
-    return [getattr(importlib.import_module(mod), cls) for mod, cls in _LOADERS]
+def _loader_class(module: str, name: str) -> type[Loader]:
+    cls: type[Loader] = getattr(importlib.import_module(module), name)
+    return cls
 
 
-def _sniffs(cls: type[Loader], path: Path, head: bytes) -> bool:
+def _sniffs(sniff_module: str, path: Path, head: bytes) -> bool:
     # A sniffer is a heuristic over untrusted bytes: one that trips over them has not
     # recognised the file, and the next loader gets its chance.
     try:
-        return bool(cls.sniff(path, head))
+        return bool(importlib.import_module(sniff_module).sniff(path, head))
     except _PASS_THROUGH:
         raise
     except Exception:
@@ -64,9 +72,9 @@ def detect(path: Path) -> type[Loader]:
         raise ModelFileError(f"cannot read {path}: {exc.strerror or exc}") from None
     if not head:
         raise ModelFileError(f"cannot read {path}: the file is empty")
-    for cls in _loader_classes():
-        if _sniffs(cls, path, head):
-            return cls
+    for _, sniff_module, module, name in _LOADERS:
+        if _sniffs(sniff_module, path, head):
+            return _loader_class(module, name)
     if head.startswith(b"PK\x03\x04"):
         # .pt/.pth/.ckpt/.pt2/.keras are zip archives; no loader could open this one.
         raise ModelFileError(
@@ -118,8 +126,9 @@ def write_kernels(ir: ModelIR, dest: str | Path, updates: Mapping[str, np.ndarra
     ``dest`` should be a temporary path from :func:`convaudit.atomic.atomic_path`.
     """
     dest = Path(dest)
-    for cls in _loader_classes():
-        if cls.name == ir.format:
+    for fmt, _, module, name in _LOADERS:
+        if fmt == ir.format:
+            cls = _loader_class(module, name)
             try:
                 cls().write_kernels(ir, dest, updates)
             except _PASS_THROUGH:

@@ -1,7 +1,7 @@
 """The output formats of ``spectrum`` and ``check``, and the reporter behind each.
 
 ``renderer(fmt)`` / ``check_renderer(fmt)`` map every format to its function (imported lazily:
-rich only for tables); a test proves each mapping exhaustive. Reporters never print; the CLI
+rich only for tables, the html package only for html); a test proves each mapping exhaustive. Reporters never print; the CLI
 writes their text to stdout or ``-o``. Only this module imports the reporters, and none of them
 imports it, so the registry forms no cycle.
 """
@@ -23,6 +23,7 @@ class Format(str, Enum):
     TABLE = "table"
     JSON = "json"
     CSV = "csv"
+    HTML = "html"
 
     @property
     def machine(self) -> bool:
@@ -36,6 +37,7 @@ class CheckFormat(str, Enum):
     GITHUB = "github"
     JUNIT = "junit"
     SARIF = "sarif"
+    HTML = "html"
 
 
 Renderer = Callable[["Sequence[ModelReport]", "RenderOptions"], str]
@@ -45,6 +47,7 @@ _RENDERERS: dict[Format, tuple[str, str]] = {
     Format.TABLE: ("convaudit.report.table", "render_spectrum_table"),
     Format.JSON: ("convaudit.report.json", "render_spectrum_json"),
     Format.CSV: ("convaudit.report.csv", "render_spectrum_csv"),
+    Format.HTML: ("convaudit.report.html.spectrum", "render_spectrum_html"),
 }
 
 _CHECK_RENDERERS: dict[CheckFormat, tuple[str, str]] = {
@@ -53,6 +56,7 @@ _CHECK_RENDERERS: dict[CheckFormat, tuple[str, str]] = {
     CheckFormat.GITHUB: ("convaudit.report.github", "render_github"),
     CheckFormat.JUNIT: ("convaudit.report.junit", "render_junit"),
     CheckFormat.SARIF: ("convaudit.report.sarif", "render_sarif"),
+    CheckFormat.HTML: ("convaudit.report.html.check", "render_check_html"),
 }
 
 

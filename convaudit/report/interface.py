@@ -8,6 +8,7 @@ imports no reporter, so every reporter can import it.
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -68,6 +69,22 @@ def compact(values: Sequence[int | None]) -> str:
     if len(set(values)) == 1:
         return str(values[0])
     return dims(values)
+
+
+def printable(text: str) -> str:
+    """``text`` with control and format characters written as escapes (``\\n``, ``\\x1b``).
+
+    Layer names, node names and paths come from the model file, which is untrusted: in a
+    terminal an escape sequence in a name could rewrite what the report shows.
+    """
+    if text.isprintable():
+        return text
+    return "".join(
+        ch
+        if ch == " " or unicodedata.category(ch)[0] not in "CZ" or ch.isprintable()
+        else ch.encode("unicode_escape").decode("ascii")
+        for ch in text
+    )
 
 
 QUANTITY_WORDS = {

@@ -1,4 +1,10 @@
-"""Human-readable tables (rich), rendered to a string; the CLI decides where it goes."""
+"""Human-readable tables (rich), rendered to a string; the CLI decides where it goes.
+
+Each table is laid out by :mod:`convaudit.report.fit` for the terminal's width: numbers are
+never cut, long names are shortened or folded, columns give way in a stated order (the footer
+says which), and a terminal too narrow for any table gets one block per layer. A file or a pipe
+(``width=None``) gets every column at its natural width.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +17,21 @@ from rich.text import Text
 
 from convaudit.analysis import LayerResult, ModelReport
 from convaudit.ir import ConvLayer, ModelIR
+from convaudit.report.fit import (
+    BOXED,
+    Column,
+    TablePlan,
+    footer,
+    hanging,
+    plan_table,
+    vertical_blocks,
+)
 from convaudit.report.interface import (
     RenderOptions,
     compact,
     describe_sigma,
     dims,
+    printable,
     short,
 )
 
@@ -42,15 +58,85 @@ def to_text(renderables: Sequence[RenderableType], *, width: int | None, color: 
     return "".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines())
 
 
-def _pads(padding: Sequence[tuple[int, int]]) -> str:
-    if not padding:
-        return "-"
-    if all(before == after for before, after in padding):
-        return compact([before for before, _ in padding])
-    return ",".join(f"{before}/{after}" for before, after in padding)
+def console_width(plans: Sequence[TablePlan | None], width: int | None) -> int:
+    """The terminal's width; for a file or a pipe, wide enough for the widest table."""
+    if width is not None:
+        return width
+    needed = [BOXED.overhead(len(p.columns)) + p.width for p in plans if p is not None]
+    return max([NATURAL_WIDTH, *needed])
 
 
-def _spectrum_row(result: LayerResult) -> list[str]:
+def boxed_table(
+    plan: TablePlan,
+    columns: Sequence[Column],
+    *,
+    title: str | None = None,
+    caption: str | None = None,
+) -> Table:
+    """A rich table drawing ``plan`` exactly: fixed widths, cells already split into lines."""
+    table = Table(
+        title=None if title is None else Text(title),
+        title_justify="left",
+        caption=caption,
+        caption_justify="left",
+    )
+    for index, width in zip(plan.columns, plan.widths, strict=True):
+        column = columns[index]
+        table.add_column(column.header, justify=column.justify, no_wrap=True, width=width)
+    for row in plan.rows:
+        table.add_row(*(Text("\n".join(lines)) for lines in row))
+    return table
+
+
+def fitted(
+    columns: Sequence[Column],
+    rows: Sequence[Sequence[str]],
+    width: int | None,
+    *,
+    title: str,
+    caption: str | None = None,
+    more: str = "--format json",
+) -> tuple[list[RenderableType], TablePlan | None]:
+    """The table (or, too narrow for one, the per-row blocks) with its footer lines."""
+    plan = plan_table(columns, rows, width)
+    if plan is None:
+        assert width is not None  # without a width every table fits
+        lines = [title, *vertical_blocks(columns, rows, width)]
+        if caption and any(c.header.endswith("*") for c in columns):
+            lines.append(caption)
+        return [Text("\n".join(lines))], None
+    shown = [columns[i] for i in plan.columns]
+    has_star = any(c.header.endswith("*") for c in shown)
+    out: list[RenderableType] = [
+        boxed_table(plan, columns, title=title, caption=caption if has_star else None)
+    ]
+    out.extend(Text(line) for line in footer(plan, width, more))
+    return out, plan
+
+
+# --- `convaudit spectrum` ---------------------------------------------------------------------
+
+SPECTRUM_COLUMNS = (
+    Column("layer", shrink="name"),
+    Column("kind", drop=8),
+    Column("kernel", drop=7),
+    Column("stride", "right", drop=4),
+    Column("dil", "right", drop=2),
+    Column("groups", "right", drop=3),
+    Column("input", "right", drop=5),
+    Column("σ_max", "right"),
+    Column("σ_max is"),
+    Column("σ_min*", "right", drop=9),
+    Column("cond*", "right", drop=6),
+    Column("stable rank*", "right", drop=1),
+)
+SPECTRUM_CAPTION = (
+    "* of the circular-padding operator on the σ_max grid: the layer itself if circular, "
+    "else the paper's characterisation"
+)
+
+
+def spectrum_row(result: LayerResult) -> tuple[str, ...]:
     geo, spec = result.geometry, result.spectrum
     sigma = spec.sigma_max
     kind = result.kind
@@ -60,8 +146,8 @@ def _spectrum_row(result: LayerResult) -> list[str]:
         kind += " +bn"
     if spec.status != "ok":
         kind += f" ({spec.status})"
-    return [
-        result.name,
+    return (
+        printable(result.name),
         kind,
         dims(geo.kernel_shape),
         compact(geo.stride),
@@ -73,67 +159,80 @@ def _spectrum_row(result: LayerResult) -> list[str]:
         short(spec.sigma_min),
         short(spec.condition),
         short(spec.stable_rank),
-    ]
-
-
-def spectrum_renderables(report: ModelReport) -> list[RenderableType]:
-    table = Table(
-        title=f"{report.path} ({report.format})",
-        title_justify="left",
-        caption="* of the circular-padding operator on the σ_max grid: the layer itself if circular, "
-        "else the paper's characterisation",
-        caption_justify="left",
     )
-    for header, justify in (
-        ("layer", "left"),
-        ("kind", "left"),
-        ("kernel", "left"),
-        ("stride", "right"),
-        ("dil", "right"),
-        ("groups", "right"),
-        ("input", "right"),
-        ("σ_max", "right"),
-        ("σ_max is", "left"),
-        ("σ_min*", "right"),
-        ("cond*", "right"),
-        ("stable rank*", "right"),
-    ):
-        table.add_column(header, justify=justify, no_wrap=header != "layer")  # type: ignore[arg-type]
-    for result in report.layers:
-        table.add_row(*_spectrum_row(result))
-    out: list[RenderableType] = [table]
+
+
+def spectrum_renderables(
+    report: ModelReport, width: int | None = None
+) -> tuple[list[RenderableType], TablePlan | None]:
+    out, plan = fitted(
+        SPECTRUM_COLUMNS,
+        [spectrum_row(r) for r in report.layers],
+        width,
+        title=f"{printable(report.path)} ({report.format})",
+        caption=SPECTRUM_CAPTION,
+    )
     for skipped in report.skipped:
-        out.append(Text(f"skipped {skipped.name}: {skipped.reason}"))
-    out.append(_summary_text(report))
-    return out
+        out.append(Text(f"skipped {printable(skipped.name)}: {printable(skipped.reason)}"))
+    out.append(_summary_text(report, width))
+    return out, plan
 
 
-def _summary_text(report: ModelReport) -> Text:
+def _summary_text(report: ModelReport, width: int | None = None) -> Text:
     summary = report.summary
     naive = summary.naive_product
     lines = [f"{summary.layers_analysed} layers analysed, {summary.layers_skipped} skipped"]
     if summary.largest_sigma_max is not None:
         name, value = summary.largest_sigma_max
-        lines.append(f"largest σ_max: {short(value)} ({name})")
+        lines.append(f"largest σ_max: {short(value)} ({printable(name)})")
     if naive.value is not None:
         lines.append(f"naive product of σ_max over {naive.factors} layers: {short(naive.value)}")
         lines.append(
             "  (not a certified network bound: skip connections are ignored; see `convaudit check`)"
         )
-    lines.extend(f"note: {note}" for note in (*summary.notes, *report.notes))
-    return Text("\n".join(lines))
+    lines.extend(f"note: {printable(note)}" for note in (*summary.notes, *report.notes))
+    wrapped = [
+        part
+        for line in lines
+        for part in hanging(line.lstrip(), width, indent=len(line) - len(line.lstrip()))
+    ]
+    return Text("\n".join(wrapped))
 
 
 def render_spectrum_table(reports: Sequence[ModelReport], options: RenderOptions) -> str:
     renderables: list[RenderableType] = []
+    plans: list[TablePlan | None] = []
     for i, report in enumerate(reports):
         if i:
             renderables.append(Text(""))
-        renderables.extend(spectrum_renderables(report))
-    return to_text(renderables, width=options.width, color=options.color)
+        items, plan = spectrum_renderables(report, options.width)
+        renderables.extend(items)
+        plans.append(plan)
+    return to_text(renderables, width=console_width(plans, options.width), color=options.color)
 
 
 # --- `convaudit layers` -----------------------------------------------------------------------
+
+LAYERS_COLUMNS = (
+    Column("layer", shrink="name"),
+    Column("kind", drop=5),
+    Column("kernel"),
+    Column("stride", drop=6),
+    Column("dil", drop=3),
+    Column("groups", drop=4),
+    Column("padding"),
+    Column("input"),
+    Column("BN", shrink="name", drop=1),
+    Column("provenance", shrink="name", drop=2),
+)
+
+
+def _pads(padding: Sequence[tuple[int, int]]) -> str:
+    if not padding:
+        return "-"
+    if all(before == after for before, after in padding):
+        return compact([before for before, _ in padding])
+    return ",".join(f"{before}/{after}" for before, after in padding)
 
 
 def _provenance(layer: object) -> str:
@@ -141,63 +240,69 @@ def _provenance(layer: object) -> str:
     if prov is None:
         return "-"
     layout = "" if prov.layout == "oihw" else f" [{prov.layout}]"
-    return f"{prov.locator}{layout}"
+    return printable(f"{prov.locator}{layout}")
 
 
-def layers_renderables(ir: ModelIR) -> list[RenderableType]:
-    table = Table(title=f"{ir.path} ({ir.format})", title_justify="left")
-    for header in ("layer", "kind", "kernel", "stride", "dil", "groups", "padding", "input", "BN"):
-        table.add_column(header)
-    table.add_column("provenance", overflow="fold")
-    for layer in ir.layers:
-        if isinstance(layer, ConvLayer):
-            mode = layer.padding_mode + (" (T)" if layer.transposed else "")
-            table.add_row(
-                layer.name,
-                layer.kind,
-                dims(layer.kernel.shape),
-                compact(layer.stride),
-                compact(layer.dilation),
-                str(layer.groups),
-                f"{mode} {_pads(layer.padding)}",
-                dims(layer.input_size),
-                "-" if layer.bn is None else (layer.bn.name or "yes"),
-                _provenance(layer),
-            )
-        else:
-            table.add_row(
-                layer.name,
-                layer.kind,
-                dims(layer.weight.shape),
-                "-",
-                "-",
-                "-",
-                "-",
-                "-",
-                "-",
-                _provenance(layer),
-            )
-    out: list[RenderableType] = [table]
+def layers_row(layer: object) -> tuple[str, ...]:
+    if isinstance(layer, ConvLayer):
+        mode = layer.padding_mode + (" (T)" if layer.transposed else "")
+        return (
+            printable(layer.name),
+            layer.kind,
+            dims(layer.kernel.shape),
+            compact(layer.stride),
+            compact(layer.dilation),
+            str(layer.groups),
+            f"{mode} {_pads(layer.padding)}",
+            dims(layer.input_size),
+            "-" if layer.bn is None else printable(layer.bn.name or "yes"),
+            _provenance(layer),
+        )
+    name, kind, weight = (getattr(layer, a) for a in ("name", "kind", "weight"))
+    return (printable(name), kind, dims(weight.shape), *("-",) * 6, _provenance(layer))
+
+
+def layers_renderables(
+    ir: ModelIR, width: int | None = None
+) -> tuple[list[RenderableType], TablePlan | None]:
+    out, plan = fitted(
+        LAYERS_COLUMNS,
+        [layers_row(layer) for layer in ir.layers],
+        width,
+        title=f"{printable(ir.path)} ({ir.format})",
+    )
     if ir.input_shapes:
         shapes = ", ".join(
-            f"{name or 'input'}={dims(shape, ',')}"
+            f"{printable(name or 'input')}={dims(shape, ',')}"
             for name, shape in sorted(ir.input_shapes.items())
         )
         out.append(Text(f"inputs: {shapes}"))
-    out.extend(Text(f"skipped {s.name}: {s.reason}") for s in ir.skipped)
-    out.extend(Text(f"note: {note}") for note in ir.notes)
-    return out
+    out.extend(Text(f"skipped {printable(s.name)}: {printable(s.reason)}") for s in ir.skipped)
+    out.extend(Text(f"note: {printable(note)}") for note in ir.notes)
+    return out, plan
 
 
 def render_layers_table(
     irs: Sequence[ModelIR], *, width: int | None = None, color: bool = False
 ) -> str:
     renderables: list[RenderableType] = []
+    plans: list[TablePlan | None] = []
     for i, ir in enumerate(irs):
         if i:
             renderables.append(Text(""))
-        renderables.extend(layers_renderables(ir))
-    return to_text(renderables, width=width, color=color)
+        items, plan = layers_renderables(ir, width)
+        renderables.extend(items)
+        plans.append(plan)
+    return to_text(renderables, width=console_width(plans, width), color=color)
 
 
-__all__ = ["render_layers_table", "render_spectrum_table", "to_text"]
+__all__ = [
+    "LAYERS_COLUMNS",
+    "SPECTRUM_COLUMNS",
+    "boxed_table",
+    "console_width",
+    "fitted",
+    "render_layers_table",
+    "render_spectrum_table",
+    "to_text",
+]

@@ -75,6 +75,18 @@ def export(module: nn.Module, path: Path) -> Path:
     return path
 
 
+class WithHead(nn.Module):
+    """A conv, then a dense head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3, padding=1, bias=False)
+        self.head = nn.Linear(72, 3)
+
+    def forward(self, x):
+        return self.head(torch.flatten(self.conv(x), 1))
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("models")
@@ -83,6 +95,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
         "hotter": export(Residual(0.8), folder / "hotter.onnx"),
         "grown": export(Grown(), folder / "grown.onnx"),
         "gated": export(Gated(), folder / "gated.onnx"),
+        "head": export(WithHead(), folder / "head.onnx"),
     }
 
 
@@ -270,3 +283,25 @@ def test_a_model_with_nothing_to_check_is_an_error_but_a_dense_one_is_not(work):
     assert result.exit_code == 2 and "no convolution layers found" in one_error_line(result)
     torch.save(torch.nn.Linear(4, 3).state_dict(), work / "dense.pt")
     assert run("dense.pt", "--max-lipschitz", "100", *FAST).exit_code == 0  # an MLP's bound
+
+
+def test_html_format_is_a_self_contained_artifact(work):
+    result = run("model.onnx", "--max-sigma", "0.4", "--format", "html", "-o", "gate.html", *FAST)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert "convaudit check FAILED" in result.stderr
+    page = (work / "gate.html").read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and page.count("<script") == 1
+    assert "FAILED" in page and "CA001" in page and "max-sigma" in page
+    assert "http://" not in page and "https://" not in page
+
+
+def test_a_dense_layer_is_described_without_padding_or_input_size(work, models):
+    (work / "head.onnx").write_bytes(models["head"].read_bytes())
+    result = run("head.onnx", "--max-sigma", "0.001", "--format", "json", *FAST)
+    assert result.exit_code == 1
+    doc = json.loads(result.stdout)
+    (dense,) = [layer for layer in doc["models"][0]["layers"] if layer["kind"] == "dense"]
+    assert dense["sigma_max_is"] == "exact, dense"
+    (finding,) = [f for f in doc["findings"] if f["layer"] == dense["name"]]
+    assert "sigma_max (exact, dense)" in finding["message"]
+    assert "padding" not in finding["message"] and "input size" not in finding["message"]

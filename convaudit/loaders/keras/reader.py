@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,16 +32,8 @@ from convaudit.loaders.keras.build import NO_CONFIG_NOTE, build_with_config, bui
 from convaudit.loaders.keras.config import KModel, UnsupportedModelConfig, parse_model_config
 from convaudit.loaders.keras.hdf5_probe import probe_hdf5
 from convaudit.loaders.keras.layers import Context
+from convaudit.loaders.keras.sniff import CONFIG_MEMBER, WEIGHTS_MEMBER, is_hdf5, sniff
 from convaudit.loaders.safety import hdf5_errors, open_zip, read_zip_member
-
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-WEIGHTS_MEMBER = "model.weights.h5"
-CONFIG_MEMBER = "config.json"
-
-
-def _is_hdf5(head: bytes) -> bool:
-    # The superblock may follow a user block of 512, 1024, 2048 ... bytes.
-    return any(head[off : off + 8] == HDF5_SIGNATURE for off in (0, 512, 1024, 2048))
 
 
 @dataclass
@@ -65,7 +56,7 @@ def open_keras(path: Path) -> Iterator[_Opened]:
     """Open any Keras flavour; errors become ModelFileError."""
     with open(path, "rb") as f:
         head = f.read(4096)
-    if _is_hdf5(head):
+    if is_hdf5(head):
         probe_hdf5(path)
         try:
             h5 = h5py.File(path, "r")
@@ -114,18 +105,7 @@ class KerasLoader(Loader):
 
     @classmethod
     def sniff(cls, path: Path, head: bytes) -> bool:
-        if _is_hdf5(head):
-            return True  # HDF5 is only read by us; a non-Keras one gets a precise error
-        if not head.startswith(b"PK\x03\x04"):
-            return False
-        if path.suffix.lower() == ".keras":
-            return True
-        try:
-            with zipfile.ZipFile(path) as zf:
-                names = set(zf.namelist())
-        except (zipfile.BadZipFile, OSError, ValueError):  # ValueError: member name not UTF-8
-            return False
-        return CONFIG_MEMBER in names and WEIGHTS_MEMBER in names
+        return sniff(path, head)
 
     def load(self, path: Path, options: LoadOptions) -> ModelIR:
         if options.input_values:
