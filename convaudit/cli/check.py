@@ -11,24 +11,28 @@ import dataclasses
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from convaudit import __version__
 from convaudit.analysis import AnalysisOptions, require_convs
 from convaudit.atomic import check_destination
-from convaudit.audit import AuditOptions, audit_model
+from convaudit.audit import AuditOptions, audit_model, audit_models
 from convaudit.cli.app import command
+from convaudit.cli.cluster import cluster_spec, open_executor
 from convaudit.cli.options import (
     ARCH,
     FORCE,
     INPUT_SHAPE,
     NOT_AN_INPUT,
     OUTPUT,
+    SCHEDULER,
     TRUST_PICKLE,
+    WORKERS,
     emit,
     load_irs,
+    parse_bytes,
     parse_input_shapes,
     resolve_device,
     stdout_width,
@@ -40,6 +44,9 @@ from convaudit.gate.config import LIMIT_KEYS, Override, Settings, check_pattern,
 from convaudit.gate.findings import GateResult, IgnoreRule, ModelCheck, baseline_entries, evaluate
 from convaudit.report.formats import CheckFormat
 from convaudit.report.formats import check_renderer as renderer
+
+if TYPE_CHECKING:
+    from convaudit.distributed import ClusterSpec
 
 _OVERRIDE = re.compile(r"^(?P<pattern>.+):(?P<key>" + "|".join(LIMIT_KEYS) + r")=(?P<value>[^=]+)$")
 
@@ -72,6 +79,8 @@ def run_check(
     arch: str | None,
     device: str,
     quiet: bool,
+    max_memory: int | None = None,
+    cluster: ClusterSpec | None = None,
 ) -> GateResult:
     """Load, measure, (write the baseline,) evaluate. Raises ConvauditError (exit 2)."""
     if not settings.models:
@@ -91,6 +100,7 @@ def run_check(
             fold_bn=settings.fold_bn,
             sigma=settings.sigma,  # type: ignore[arg-type]
             device=resolve_device(device),
+            max_memory=max_memory,
         ),
         spectrum=any(
             "min-sigma" in o.limits or "max-condition" in o.limits for o in settings.overrides
@@ -105,10 +115,25 @@ def run_check(
         require_convs(ir, dense_suffices=True)  # an MLP's Lipschitz bound is still a check
     show = not quiet and settings.format == "table" and stderr_is_tty()
     checks: list[ModelCheck] = []
-    with LazyProgress("checking", enabled=show) as progress:
-        for ir in irs:
-            progress.relabel(Path(ir.path).name)
-            checks.append(audit_model(ir, _key(ir.path, baseline_path), options, progress=progress))
+    with (
+        open_executor(cluster, quiet=quiet) as executor,
+        LazyProgress("checking", enabled=show) as progress,
+    ):
+        if executor is None:
+            for ir in irs:
+                progress.relabel(Path(ir.path).name)
+                key = _key(ir.path, baseline_path)
+                checks.append(audit_model(ir, key, options, progress=progress))
+        else:  # every layer of every model at once, so that the workers share them all
+            budget = executor.task_memory(max_memory)
+            analysis = dataclasses.replace(options.analysis, max_memory=budget)
+            checks = audit_models(
+                irs,
+                [_key(ir.path, baseline_path) for ir in irs],
+                dataclasses.replace(options, analysis=analysis),
+                progress=progress,
+                executor=executor,
+            )
     if write_to is not None:
         write_baseline(write_to, baseline_entries(checks), version=__version__)
         baseline = read_baseline(write_to)
@@ -195,8 +220,16 @@ def check(
         help="Search for an empirical lower bound (runs the model).",
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
+    max_memory: str | None = typer.Option(
+        None,
+        "--max-memory",
+        metavar="SIZE",
+        help="Working-memory budget, e.g. 2G (default: a quarter of RAM; per worker on a cluster).",
+    ),
     trust_pickle: bool = TRUST_PICKLE,
     arch: str | None = ARCH,
+    workers: int | None = WORKERS,
+    scheduler: str | None = SCHEDULER,
     quiet: bool = typer.Option(
         False, "--quiet", "-q", help="No progress bar, no verdict on stderr."
     ),
@@ -223,6 +256,7 @@ def check(
         "fold_bn": fold_bn,
         "sigma": sigma,
         "empirical": empirical,
+        "scheduler": scheduler,
     }
     if sigma is not None and sigma not in ("exact", "bound"):
         raise ConfigError(f"--sigma must be exact or bound, got {sigma!r}")
@@ -238,6 +272,7 @@ def check(
         check_destination(
             write_baseline_to, overwrite=True, protect=settings.models, protect_hint=NOT_AN_INPUT
         )
+    cluster = cluster_spec(workers, scheduler, fallback=settings.scheduler)
     result = run_check(
         settings,
         write_to=write_baseline_to,
@@ -245,6 +280,8 @@ def check(
         arch=arch,
         device=device,
         quiet=quiet,
+        max_memory=None if max_memory is None else parse_bytes(max_memory),
+        cluster=cluster,
     )
     fmt_value = CheckFormat(settings.format)
     render = renderer(fmt_value)

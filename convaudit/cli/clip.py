@@ -6,7 +6,9 @@ post-check failed (nothing written); 2 bad input or a layer that cannot be clipp
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -15,16 +17,25 @@ from typing import Any
 import typer
 
 from convaudit.cli.app import command
+from convaudit.cli.cluster import SCHEDULER_ENV, cluster_spec, configured_scheduler, open_executor
 from convaudit.cli.options import (
     ARCH,
     INPUT_SHAPE,
+    SCHEDULER,
     TRUST_PICKLE,
+    WORKERS,
     parse_bytes,
     parse_input_shapes,
     resolve_device,
 )
 from convaudit.cli.progress import LazyProgress, stderr_is_tty
-from convaudit.clipping import ClipOptions, ClipReport, clip_model, parse_bound_rule
+from convaudit.clipping import (
+    ClipOptions,
+    ClipReport,
+    check_options,
+    clip_model,
+    parse_bound_rule,
+)
 from convaudit.engine.projection.kernel import DEFAULT_TOL
 from convaudit.errors import EXIT_CHECK_FAILED, ConfigError
 from convaudit.gate.config import load_toml
@@ -54,6 +65,7 @@ _CONFIG_KEYS = {
     "fold-bn",
     "include-dense",
     "exact",
+    "scheduler",
 }
 
 
@@ -72,6 +84,9 @@ def read_clip_config(path: Path) -> dict[str, Any]:
     rules = table.get("bound-for", {})
     if not isinstance(rules, dict):
         raise ConfigError(f"{path}: bound-for must be a table of REGEX = VALUE")
+    scheduler = table.get("scheduler")
+    if scheduler is not None and (not isinstance(scheduler, str) or not scheduler):
+        raise ConfigError(f"{path}: scheduler must be an address such as tcp://host:8786")
     table = dict(table)
     table["bound-for"] = [f"{k}={v}" for k, v in rules.items()]
     return table
@@ -214,6 +229,8 @@ def clip(
     ),
     trust_pickle: bool = TRUST_PICKLE,
     arch: str | None = ARCH,
+    workers: int | None = WORKERS,
+    scheduler: str | None = SCHEDULER,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or messages."),
 ) -> None:
     """Project conv (and dense) layers onto {sigma_max <= bound} and write a checked copy.
@@ -244,8 +261,20 @@ def clip(
     load_options = LoadOptions(
         input_shapes=parse_input_shapes(input_shape), trust_pickle=trust_pickle, arch=arch
     )
+    check_options(options)  # every option error before a cluster starts
+    fallback = None
+    if not workers and not scheduler:
+        fallback = os.environ.get(SCHEDULER_ENV) or file_opts.get("scheduler")
+        fallback = fallback or configured_scheduler()
+    cluster = cluster_spec(workers, scheduler, fallback=fallback)
     show = not quiet and fmt is ClipFormat.TABLE and stderr_is_tty()
-    with LazyProgress("clipping", enabled=show) as progress:
+    with (
+        open_executor(cluster, quiet=quiet) as executor,
+        LazyProgress("clipping", enabled=show) as progress,
+    ):
+        if executor is not None:
+            budget = executor.task_memory(options.max_memory)
+            options = dataclasses.replace(options, max_memory=budget)
         report = clip_model(
             model,
             output=output,
@@ -255,6 +284,7 @@ def clip(
             options=options,
             load_options=load_options,
             progress=progress,
+            executor=executor,
         )
     sys.stdout.write(render_json(report) if fmt is ClipFormat.JSON else render_table(report))
     sys.stdout.flush()

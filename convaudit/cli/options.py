@@ -109,6 +109,18 @@ OUTPUT = typer.Option(
     None, "-o", "--output", help="Write the report to FILE (atomically) instead of stdout."
 )
 FORCE = typer.Option(False, "--force", help="Replace existing output files.")
+WORKERS = typer.Option(
+    None,
+    "--workers",
+    metavar="N",
+    help="Run on a local Dask cluster of N worker processes (needs convaudit\\[distributed]).",
+)
+SCHEDULER = typer.Option(
+    None,
+    "--scheduler",
+    metavar="ADDRESS",
+    help="Run on the Dask cluster at ADDRESS, e.g. tcp://host:8786 (also CONVAUDIT_SCHEDULER).",
+)
 
 
 def load_irs(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -11,16 +12,19 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from convaudit.analysis import AnalysisOptions, ModelReport, analyse, require_convs
+from convaudit.analysis import AnalysisOptions, ModelReport, analyse, analyse_models, require_convs
 from convaudit.atomic import atomic_open, check_destination
 from convaudit.cli.app import command
+from convaudit.cli.cluster import cluster_spec, configured_scheduler, open_executor
 from convaudit.cli.options import (
     ARCH,
     FORCE,
     INPUT_SHAPE,
     NOT_AN_INPUT,
     OUTPUT,
+    SCHEDULER,
     TRUST_PICKLE,
+    WORKERS,
     emit,
     load_irs,
     parse_bytes,
@@ -116,6 +120,8 @@ def spectrum(
     ),
     trust_pickle: bool = TRUST_PICKLE,
     arch: str | None = ARCH,
+    workers: int | None = WORKERS,
+    scheduler: str | None = SCHEDULER,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Singular values of every conv layer, one row per layer.
@@ -142,16 +148,31 @@ def spectrum(
         device=resolve_device(device),
         max_memory=None if max_memory is None else parse_bytes(max_memory),
     )
+    cluster = cluster_spec(
+        workers, scheduler, fallback=None if workers or scheduler else configured_scheduler()
+    )
     irs = load_irs(models, input_shape, trust_pickle, arch)
     for ir in irs:
         require_convs(ir)  # before computing anything
 
     show_progress = not quiet and not fmt.machine and stderr_is_tty()
     reports: list[ModelReport] = []
-    with LazyProgress("analysing", enabled=show_progress) as progress:
-        for ir in irs:
-            progress.relabel(Path(ir.path).name)
-            reports.append(analyse(ir, options, progress=progress))
+    with (
+        open_executor(cluster, quiet=quiet) as executor,
+        LazyProgress("analysing", enabled=show_progress) as progress,
+    ):
+        if executor is None:
+            for ir in irs:
+                progress.relabel(Path(ir.path).name)
+                reports.append(analyse(ir, options, progress=progress))
+        else:  # every layer of every model at once, so that the workers share them all
+            budget = executor.task_memory(options.max_memory)
+            reports = analyse_models(
+                irs,
+                dataclasses.replace(options, max_memory=budget),
+                progress=progress,
+                executor=executor,
+            )
 
     to_tty = output is None and sys.stdout.isatty() and not fmt.machine
     render_options = RenderOptions(
