@@ -4,7 +4,7 @@ Public API (imported lazily, so ``import convaudit`` stays light):
 
 - ``load(path, *, input_shapes=None, input_size=None, input_values=None, trust_pickle=False,
   arch=None) -> ModelIR``
-- ``analyse(ir, ...) -> ModelReport``
+- ``analyse(ir, ...) -> ModelReport``; ``analyse_models(irs, ...)`` for several as one batch
 - ``singular_values(weight, input_size, ...) -> numpy.ndarray``
 - ``operator_norm(weight, input_size, ...) -> NormResult``
 - ``clip(path, bound, ...)``: project every conv onto the operator-norm ball and write a copy
@@ -22,6 +22,7 @@ _LAZY = {
     "singular_values": ("convaudit.engine.api", "singular_values"),
     "operator_norm": ("convaudit.engine.api", "operator_norm"),
     "analyse": ("convaudit.analysis", "analyse"),
+    "analyse_models": ("convaudit.analysis", "analyse_models"),
     "clip": ("convaudit.clipping", "clip_model"),
     "ModelIR": ("convaudit.ir", "ModelIR"),
     "ConvLayer": ("convaudit.ir", "ConvLayer"),

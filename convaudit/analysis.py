@@ -8,6 +8,8 @@ through a callback.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -17,6 +19,7 @@ from typing import Any, Literal
 
 from convaudit.engine.results import EngineOptions, LayerSpectrum
 from convaudit.errors import ConfigError, ModelFileError, UnsupportedLayerError
+from convaudit.executor import SEQUENTIAL, LayerExecutor
 from convaudit.ir import ConvLayer, Layer, ModelIR, SkippedLayer
 
 #: progress(done_layers, total_layers, layer_name)
@@ -196,53 +199,94 @@ def analyse(
     options: AnalysisOptions | None = None,
     *,
     progress: ModelProgress | None = None,
+    executor: LayerExecutor | None = None,
     **overrides: Any,
 ) -> ModelReport:
     """Analyse every selected conv and dense layer of ``ir`` (a ModelIR, or a path to load).
 
     Keyword ``overrides`` set AnalysisOptions fields, e.g. ``analyse(ir, fold_bn=True)``.
     A layer the engine cannot analyse exactly becomes a skipped layer with the engine's reason.
+    ``executor`` runs the layers (default: here, one after the other; see convaudit.executor).
     """
-    from convaudit.engine.layer import analyse_layer
-    from convaudit.engine.spectrum.eigensolvers import recording
-
     opts = dataclasses.replace(options or AnalysisOptions(), **overrides)
     if not isinstance(ir, ModelIR):
         from convaudit.loaders import load_model
 
         ir = load_model(ir)
-    chosen, skipped_in_ir = select_layers(ir, opts.layers)
-    engine_options = opts.engine_options()
-    results: list[LayerResult] = []
-    skipped = list(skipped_in_ir)
+    (report,) = analyse_models([ir], opts, progress=progress, executor=executor)
+    return report
+
+
+def analyse_models(
+    irs: Sequence[ModelIR],
+    options: AnalysisOptions | None = None,
+    *,
+    progress: ModelProgress | None = None,
+    executor: LayerExecutor | None = None,
+) -> list[ModelReport]:
+    """:func:`analyse` for several models as one batch of layers, so that an executor with
+    workers fans out across models too. Reports come back in model order."""
+    opts = options or AnalysisOptions()
+    selections = [select_layers(ir, opts.layers) for ir in irs]
+    layers = [layer for chosen, _ in selections for layer in chosen]
+    labels = [
+        layer.name if len(irs) == 1 else f"{Path(ir.path).name}: {layer.name}"
+        for ir, (chosen, _) in zip(irs, selections, strict=True)
+        for layer in chosen
+    ]
+    outcomes = iter(
+        (executor or SEQUENTIAL).map(
+            functools.partial(analyse_one, options=opts), layers, progress=progress, labels=labels
+        )
+    )
+    reports = []
+    for ir, (chosen, skipped_in_ir) in zip(irs, selections, strict=True):
+        results: list[LayerResult] = []
+        skipped = list(skipped_in_ir)
+        used: set[str] = set()
+        for outcome, backends in itertools.islice(outcomes, len(chosen)):
+            used.update(backends)
+            if isinstance(outcome, SkippedLayer):
+                skipped.append(outcome)
+            else:
+                results.append(outcome)
+        reports.append(
+            ModelReport(
+                path=ir.path,
+                format=ir.format,
+                input_shapes=dict(ir.input_shapes),
+                layers=tuple(results),
+                skipped=tuple(skipped),
+                summary=summarise(results, skipped, opts, selected=opts.layers is not None),
+                options=opts,
+                notes=ir.notes,
+                eigensolvers=tuple(sorted(used)),
+            )
+        )
+    return reports
+
+
+def analyse_one(
+    layer: Layer, options: AnalysisOptions
+) -> tuple[LayerResult | SkippedLayer, tuple[str, ...]]:
+    """One layer's analysis: the unit of work an executor runs (it pickles: numpy only), with
+    the eigensolver backends that ran for it (recorded where it ran, which may be a worker)."""
+    from convaudit.engine.layer import analyse_layer
+    from convaudit.engine.spectrum.eigensolvers import recording
+
     with recording() as used:
-        for done, layer in enumerate(chosen):
-            if progress is not None:
-                progress(done, len(chosen), layer.name)
-            try:
-                spectrum = analyse_layer(
-                    layer,
-                    full=opts.full,
-                    fold_bn=opts.fold_bn,
-                    sigma=ENGINE_SIGMA[opts.sigma],
-                    options=engine_options,
-                )
-            except UnsupportedLayerError as exc:
-                skipped.append(SkippedLayer(layer.name, exc.message, op=layer.kind))
-                continue
-            results.append(LayerResult(layer.name, layer.kind, LayerGeometry.of(layer), spectrum))
-    if progress is not None:
-        progress(len(chosen), len(chosen), "")
-    return ModelReport(
-        path=ir.path,
-        format=ir.format,
-        input_shapes=dict(ir.input_shapes),
-        layers=tuple(results),
-        skipped=tuple(skipped),
-        summary=summarise(results, skipped, opts, selected=opts.layers is not None),
-        options=opts,
-        notes=ir.notes,
-        eigensolvers=tuple(sorted(used)),
+        try:
+            spectrum = analyse_layer(
+                layer,
+                full=options.full,
+                fold_bn=options.fold_bn,
+                sigma=ENGINE_SIGMA[options.sigma],
+                options=options.engine_options(),
+            )
+        except UnsupportedLayerError as exc:
+            return SkippedLayer(layer.name, exc.message, op=layer.kind), tuple(sorted(used))
+    return LayerResult(layer.name, layer.kind, LayerGeometry.of(layer), spectrum), tuple(
+        sorted(used)
     )
 
 

@@ -10,16 +10,19 @@ model itself where a runtime can (ONNX via onnxruntime).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from convaudit.analysis import AnalysisOptions, LayerResult, ModelReport, analyse
+from convaudit.analysis import AnalysisOptions, LayerResult, ModelReport, analyse_models
+from convaudit.engine.results import EngineOptions
 from convaudit.errors import ConvauditError, InputShapeError, UnsupportedLayerError
+from convaudit.executor import SEQUENTIAL, LayerExecutor
 from convaudit.gate.findings import LayerMetrics, ModelCheck
-from convaudit.ir import ConvLayer, ModelIR
+from convaudit.ir import ConvLayer, Layer, ModelIR
 from convaudit.network.empirical import EmpiricalBound, SearchOptions, search_autograd
 from convaudit.network.empirical_runtime import onnx_blackbox, torch_program
 from convaudit.network.graph import LayerBounds, NetworkBound, network_bound
@@ -60,12 +63,15 @@ def _metrics(result: LayerResult) -> LayerMetrics:
     )
 
 
-def layer_bounds(ir: ModelIR, report: ModelReport, options: AnalysisOptions) -> LayerBounds:
+def layer_bounds(
+    ir: ModelIR,
+    report: ModelReport,
+    options: AnalysisOptions,
+    *,
+    executor: LayerExecutor | None = None,
+) -> LayerBounds:
     """Certified per-layer upper bounds for the graph: the analysed ones, plus whichever of
     (conv alone, conv + BN) the analysis did not compute and the graph needs."""
-    from convaudit.engine.layer import layer_upper_bound
-
-    engine = options.engine_options()
     measured = {
         r.name: r.spectrum.sigma_max.upper
         for r in report.layers
@@ -83,13 +89,28 @@ def layer_bounds(ir: ModelIR, report: ModelReport, options: AnalysisOptions) -> 
     }
     plain = {name: v for name, v in measured.items() if not (options.fold_bn and name in with_bn)}
     folded = {name: measured[name] for name in with_bn if options.fold_bn}
-    for name in with_bn:
-        layer = ir.layer(name)
-        if options.fold_bn and name not in plain:
-            plain[name] = layer_upper_bound(layer, fold_bn=False, options=engine).upper
-        if not options.fold_bn and name in folded_targets:
-            folded[name] = layer_upper_bound(layer, fold_bn=True, options=engine).upper
+    missing: list[tuple[Layer, bool]] = []  # (layer, fold_bn) still to bound
+    for layer in ir.layers:  # model order, whatever order the set gives
+        if layer.name not in with_bn:
+            continue
+        if options.fold_bn and layer.name not in plain:
+            missing.append((layer, False))
+        if not options.fold_bn and layer.name in folded_targets:
+            missing.append((layer, True))
+    bounds = (executor or SEQUENTIAL).map(
+        functools.partial(upper_bound, options=options.engine_options()), missing
+    )
+    for (layer, fold), bound in zip(missing, bounds, strict=True):
+        (folded if fold else plain)[layer.name] = bound
     return LayerBounds.with_bn_gains(ir.layers, plain, folded)
+
+
+def upper_bound(job: tuple[Layer, bool], options: EngineOptions) -> float:
+    """The certified upper bound on one layer's sigma_max, alone or with its BatchNorm."""
+    from convaudit.engine.layer import layer_upper_bound
+
+    layer, fold_bn = job
+    return layer_upper_bound(layer, fold_bn=fold_bn, options=options).upper
 
 
 def _input_shapes(ir: ModelIR, given: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
@@ -124,16 +145,50 @@ def _torch_float32() -> object:
 
 
 def audit_model(
-    ir: ModelIR, key: str, options: AuditOptions, *, progress: Progress | None = None
+    ir: ModelIR,
+    key: str,
+    options: AuditOptions,
+    *,
+    progress: Progress | None = None,
+    executor: LayerExecutor | None = None,
 ) -> ModelCheck:
+    (check,) = audit_models([ir], [key], options, progress=progress, executor=executor)
+    return check
+
+
+def audit_models(
+    irs: Sequence[ModelIR],
+    keys: Sequence[str],
+    options: AuditOptions,
+    *,
+    progress: Progress | None = None,
+    executor: LayerExecutor | None = None,
+) -> list[ModelCheck]:
+    """:func:`audit_model` for several models; their layers go to ``executor`` as one batch.
+    The empirical search runs here: it executes the model file itself."""
     analysis = dataclasses.replace(options.analysis, full=options.spectrum)
-    report = analyse(ir, analysis, progress=progress)
+    reports = analyse_models(irs, analysis, progress=progress, executor=executor)
+    return [
+        _check(ir, key, report, analysis, options, executor)
+        for ir, key, report in zip(irs, keys, reports, strict=True)
+    ]
+
+
+def _check(
+    ir: ModelIR,
+    key: str,
+    report: ModelReport,
+    analysis: AnalysisOptions,
+    options: AuditOptions,
+    executor: LayerExecutor | None,
+) -> ModelCheck:
     network: NetworkBound | None = None
     network_error = None
     if ir.graph is None:
         network_error = f"the {ir.format} loader gave no graph for this file"
     else:
-        network = network_bound(ir.graph, layer_bounds(ir, report, analysis))
+        bounds = layer_bounds(ir, report, analysis, executor=executor)
+        network = network_bound(ir.graph, bounds)
     empirical, empirical_error = None, None
     if options.empirical:
         try:
@@ -165,4 +220,4 @@ def audit_model(
     )
 
 
-__all__ = ["AuditOptions", "audit_model", "empirical_bound", "layer_bounds"]
+__all__ = ["AuditOptions", "audit_model", "audit_models", "empirical_bound", "layer_bounds"]

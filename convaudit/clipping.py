@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -33,6 +34,7 @@ from convaudit.engine.projection.kernel import (
 from convaudit.engine.projection.layer import project_layer
 from convaudit.engine.results import EngineOptions, ProgressCallback
 from convaudit.errors import ConfigError, ConvauditError
+from convaudit.executor import SEQUENTIAL, LayerExecutor
 from convaudit.ir import ConvLayer, DenseLayer, Layer, ModelIR, SkippedLayer
 from convaudit.loaders import LoadOptions, load_model, write_kernels
 
@@ -215,36 +217,52 @@ def _clip_one(
 
 
 def clip_ir(
-    ir: ModelIR, options: ClipOptions, progress: ProgressCallback | None = None
+    ir: ModelIR,
+    options: ClipOptions,
+    progress: ProgressCallback | None = None,
+    *,
+    executor: LayerExecutor | None = None,
 ) -> tuple[dict[str, np.ndarray], list[LayerClip]]:
     """Project the selected layers; returns the new kernels (changed layers only) and the rows."""
-    updates: dict[str, np.ndarray] = {}
-    rows: list[LayerClip] = []
     chosen = select_layers(ir, options)
-    for i, (layer, bound) in enumerate(chosen):
-        if progress is not None:
-            progress(i, len(chosen), layer.name)
-        kernel, row = _clip_one(layer, bound, options)
-        if kernel is not None:
-            updates[layer.name] = kernel
-        rows.append(row)
-    if progress is not None:
-        progress(len(chosen), len(chosen), "done")
-    return updates, rows
+    outcomes = (executor or SEQUENTIAL).map(
+        functools.partial(clip_one, options=options),
+        chosen,
+        progress=progress,
+        labels=[layer.name for layer, _ in chosen],
+    )
+    updates = {row.name: kernel for kernel, row in outcomes if kernel is not None}
+    return updates, [row for _, row in outcomes]
+
+
+def clip_one(job: tuple[Layer, float], options: ClipOptions) -> tuple[np.ndarray | None, LayerClip]:
+    """One layer's projection onto its bound: the unit of work an executor runs."""
+    layer, bound = job
+    return _clip_one(layer, bound, options)
 
 
 def recheck(
-    path: Path, rows: Sequence[LayerClip], options: ClipOptions, load_options: LoadOptions
+    path: Path,
+    rows: Sequence[LayerClip],
+    options: ClipOptions,
+    load_options: LoadOptions,
+    *,
+    executor: LayerExecutor | None = None,
 ) -> list[LayerClip]:
     """Reload ``path`` with convaudit's loader and re-measure each clipped layer with the
     engine's certified upper bound (written independently of the projection code)."""
     ir = load_model(path, load_options)
     engine = EngineOptions(device=options.device, max_memory=options.max_memory, tol=CERTIFY_TOL)
-    out = []
-    for row in rows:
-        bound = layer_upper_bound(ir.layer(row.name), fold_bn=row.bn_folded, options=engine)
-        out.append(replace(row, rechecked=bound.upper))
-    return out
+    bounds = (executor or SEQUENTIAL).map(
+        functools.partial(_recheck_one, options=engine),
+        [(ir.layer(row.name), row.bn_folded) for row in rows],
+    )
+    return [replace(row, rechecked=bound) for row, bound in zip(rows, bounds, strict=True)]
+
+
+def _recheck_one(job: tuple[Layer, bool], options: EngineOptions) -> float:
+    layer, fold_bn = job
+    return layer_upper_bound(layer, fold_bn=fold_bn, options=options).upper
 
 
 class _CheckFailed(Exception):
@@ -263,11 +281,13 @@ def clip_model(
     options: ClipOptions | None = None,
     load_options: LoadOptions | None = None,
     progress: ProgressCallback | None = None,
+    executor: LayerExecutor | None = None,
 ) -> ClipReport:
     """Clip a model file and write the result (see the module docstring).
 
     ``bound`` overrides ``options.bound``. The input is never modified unless ``in_place``;
-    an existing ``output`` is replaced only with ``force``.
+    an existing ``output`` is replaced only with ``force``. ``executor`` runs the per-layer
+    projections and re-measurements (default: here; see convaudit.executor).
     """
     options = options or ClipOptions()
     if bound is not None:
@@ -277,14 +297,14 @@ def clip_model(
     source = Path(path)
     dest = _destination(source, output, in_place=in_place, force=force, dry_run=dry_run)
     ir = load_model(source, load_options)
-    updates, rows = clip_ir(ir, options, progress)
+    updates, rows = clip_ir(ir, options, progress, executor=executor)
     if dest is None or (in_place and not updates):  # nothing to write
         where = None if dest is None else str(dest)
         return ClipReport(str(source), where, options.method, tuple(rows), ir.skipped, False, False)
     try:
         with atomic_path(dest) as tmp:
             write_kernels(ir, tmp, updates)
-            rows = recheck(tmp, rows, options, load_options)
+            rows = recheck(tmp, rows, options, load_options, executor=executor)
             if not all(row.within_bound for row in rows):
                 raise _CheckFailed(rows)
     except _CheckFailed as failed:

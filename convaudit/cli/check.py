@@ -18,6 +18,7 @@ import typer
 from convaudit import __version__
 from convaudit.atomic import check_destination
 from convaudit.cli.app import command
+from convaudit.cli.cluster import cluster_spec, open_executor
 from convaudit.cli.options import (
     ARCH,
     DEVICE,
@@ -27,10 +28,13 @@ from convaudit.cli.options import (
     INPUT_VALUE,
     NOT_AN_INPUT,
     OUTPUT,
+    SCHEDULER,
     TRUST_PICKLE,
+    WORKERS,
     emit,
     load_irs,
     load_options,
+    parse_bytes,
     parse_input_shapes,
     resolve_device,
     stdout_width,
@@ -42,6 +46,7 @@ from convaudit.report.formats import CheckFormat
 from convaudit.report.formats import check_renderer as renderer
 
 if TYPE_CHECKING:
+    from convaudit.distributed import ClusterSpec
     from convaudit.gate.baseline import Baseline
     from convaudit.gate.findings import GateResult, ModelCheck
 
@@ -78,10 +83,12 @@ def run_check(
     arch: str | None,
     device: str,
     quiet: bool,
+    max_memory: int | None = None,
+    cluster: ClusterSpec | None = None,
 ) -> GateResult:
     """Load, measure, (write the baseline,) evaluate. Raises ConvauditError (exit 2)."""
     from convaudit.analysis import AnalysisOptions, require_analysed, require_convs
-    from convaudit.audit import AuditOptions, audit_model
+    from convaudit.audit import AuditOptions, audit_model, audit_models
     from convaudit.gate.baseline import read_baseline, write_baseline
     from convaudit.gate.findings import IgnoreRule, baseline_entries, evaluate
 
@@ -112,6 +119,7 @@ def run_check(
             fold_bn=settings.fold_bn,
             sigma=settings.sigma,  # type: ignore[arg-type]
             device=resolve_device(device),  # imports torch: after the files are known good
+            max_memory=max_memory,
         ),
         spectrum=any(
             "min-sigma" in o.limits or "max-condition" in o.limits for o in settings.overrides
@@ -124,10 +132,25 @@ def run_check(
     )
     show = not quiet and settings.format == "table" and stderr_is_tty()
     checks: list[ModelCheck] = []
-    with LazyProgress("checking", enabled=show) as progress:
-        for ir in irs:
-            progress.relabel(Path(ir.path).name)
-            checks.append(audit_model(ir, _key(ir.path, baseline_path), options, progress=progress))
+    with (
+        open_executor(cluster, quiet=quiet) as executor,
+        LazyProgress("checking", enabled=show) as progress,
+    ):
+        if executor is None:
+            for ir in irs:
+                progress.relabel(Path(ir.path).name)
+                key = _key(ir.path, baseline_path)
+                checks.append(audit_model(ir, key, options, progress=progress))
+        else:  # every layer of every model at once, so that the workers share them all
+            budget = executor.task_memory(max_memory)
+            analysis = dataclasses.replace(options.analysis, max_memory=budget)
+            checks = audit_models(
+                irs,
+                [_key(ir.path, baseline_path) for ir in irs],
+                dataclasses.replace(options, analysis=analysis),
+                progress=progress,
+                executor=executor,
+            )
     for measured in checks:  # a gate that could check none of a model's convs must not pass
         require_analysed(measured.path, (m.kind for m in measured.layers), measured.skipped)
     if write_to is not None:
@@ -218,8 +241,16 @@ def check(
         help="Search for an empirical lower bound (runs the model).",
     ),
     device: str = DEVICE,
+    max_memory: str | None = typer.Option(
+        None,
+        "--max-memory",
+        metavar="SIZE",
+        help="Working-memory budget, e.g. 2G (default: a quarter of RAM; per worker on a cluster).",
+    ),
     trust_pickle: bool = TRUST_PICKLE,
     arch: str | None = ARCH,
+    workers: int | None = WORKERS,
+    scheduler: str | None = SCHEDULER,
     quiet: bool = typer.Option(
         False, "--quiet", "-q", help="No progress bar, no verdict on stderr."
     ),
@@ -248,6 +279,7 @@ def check(
         "fold_bn": fold_bn,
         "sigma": sigma,
         "empirical": empirical,
+        "scheduler": scheduler,
     }
     if sigma is not None and sigma not in ("exact", "bound"):
         raise ConfigError(f"--sigma must be exact or bound, got {sigma!r}")
@@ -263,6 +295,7 @@ def check(
         check_destination(
             write_baseline_to, overwrite=True, protect=settings.models, protect_hint=NOT_AN_INPUT
         )
+    cluster = cluster_spec(workers, scheduler, fallback=settings.scheduler)
     result = run_check(
         settings,
         write_to=write_baseline_to,
@@ -270,6 +303,8 @@ def check(
         arch=arch,
         device=device,
         quiet=quiet,
+        max_memory=None if max_memory is None else parse_bytes(max_memory),
+        cluster=cluster,
     )
     fmt_value = CheckFormat(settings.format)
     render = renderer(fmt_value)

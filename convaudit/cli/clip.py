@@ -6,6 +6,8 @@ post-check failed (nothing written); 2 bad input or a layer that cannot be clipp
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -14,12 +16,15 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from convaudit.cli.app import command
+from convaudit.cli.cluster import SCHEDULER_ENV, cluster_spec, configured_scheduler, open_executor
 from convaudit.cli.options import (
     ARCH,
     INPUT_SHAPE,
     INPUT_SIZE,
     INPUT_VALUE,
+    SCHEDULER,
     TRUST_PICKLE,
+    WORKERS,
     load_options,
     parse_bytes,
     resolve_device,
@@ -58,6 +63,7 @@ _CONFIG_KEYS = {
     "fold-bn",
     "include-dense",
     "exact",
+    "scheduler",
 }
 
 
@@ -76,6 +82,9 @@ def read_clip_config(path: Path) -> dict[str, Any]:
     rules = table.get("bound-for", {})
     if not isinstance(rules, dict):
         raise ConfigError(f"{path}: bound-for must be a table of REGEX = VALUE")
+    scheduler = table.get("scheduler")
+    if scheduler is not None and (not isinstance(scheduler, str) or not scheduler):
+        raise ConfigError(f"{path}: scheduler must be an address such as tcp://host:8786")
     table = dict(table)
     table["bound-for"] = [f"{k}={v}" for k, v in rules.items()]
     return table
@@ -139,6 +148,8 @@ def clip(
     ),
     trust_pickle: bool = TRUST_PICKLE,
     arch: str | None = ARCH,
+    workers: int | None = WORKERS,
+    scheduler: str | None = SCHEDULER,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or messages."),
 ) -> None:
     """Project conv (and dense) layers onto {sigma_max <= bound} and write a checked copy.
@@ -147,7 +158,7 @@ def clip(
     enlarged grid whose circular sigma_max certifies the zero-padded one (needs --input-shape
     for models without fixed input sizes). After writing, the file is reloaded and re-measured.
     """
-    from convaudit.clipping import ClipOptions, clip_model, parse_bound_rule
+    from convaudit.clipping import ClipOptions, check_options, clip_model, parse_bound_rule
 
     file_opts = read_clip_config(config) if config is not None else {}
     rules = [
@@ -171,8 +182,20 @@ def clip(
     loading = load_options(
         input_shape, trust_pickle, arch, input_size=input_size, input_value=input_value
     )
+    check_options(options)  # every option error before a cluster starts
+    fallback = None
+    if not workers and not scheduler:
+        fallback = os.environ.get(SCHEDULER_ENV) or file_opts.get("scheduler")
+        fallback = fallback or configured_scheduler()
+    cluster = cluster_spec(workers, scheduler, fallback=fallback)
     show = not quiet and fmt is ClipFormat.TABLE and stderr_is_tty()
-    with LazyProgress("clipping", enabled=show) as progress:
+    with (
+        open_executor(cluster, quiet=quiet) as executor,
+        LazyProgress("clipping", enabled=show) as progress,
+    ):
+        if executor is not None:
+            budget = executor.task_memory(options.max_memory)
+            options = dataclasses.replace(options, max_memory=budget)
         report = clip_model(
             model,
             output=output,
@@ -182,6 +205,7 @@ def clip(
             options=options,
             load_options=loading,
             progress=progress,
+            executor=executor,
         )
     if fmt is ClipFormat.JSON:
         from convaudit.report.clip_json import render_clip_json

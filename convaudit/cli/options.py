@@ -182,6 +182,18 @@ OUTPUT = typer.Option(
 )
 FORCE = typer.Option(False, "--force", help="Replace existing output files.")
 DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda[:N].")
+WORKERS = typer.Option(
+    None,
+    "--workers",
+    metavar="N",
+    help="Run on a local Dask cluster of N worker processes (needs convaudit\\[distributed]).",
+)
+SCHEDULER = typer.Option(
+    None,
+    "--scheduler",
+    metavar="ADDRESS",
+    help="Run on the Dask cluster at ADDRESS, e.g. tcp://host:8786 (also CONVAUDIT_SCHEDULER).",
+)
 
 
 def load_options(

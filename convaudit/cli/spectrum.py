@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ import typer
 
 from convaudit.atomic import atomic_open, check_destination
 from convaudit.cli.app import command, debug_enabled
+from convaudit.cli.cluster import cluster_spec, configured_scheduler, open_executor
 from convaudit.cli.options import (
     ARCH,
     DEVICE,
@@ -22,7 +24,9 @@ from convaudit.cli.options import (
     INPUT_VALUE,
     NOT_AN_INPUT,
     OUTPUT,
+    SCHEDULER,
     TRUST_PICKLE,
+    WORKERS,
     emit,
     load_irs,
     load_options,
@@ -138,6 +142,8 @@ def spectrum(
     input_value: list[str] | None = INPUT_VALUE,
     trust_pickle: bool = TRUST_PICKLE,
     arch: str | None = ARCH,
+    workers: int | None = WORKERS,
+    scheduler: str | None = SCHEDULER,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Singular values of every conv layer, one row per layer.
@@ -155,7 +161,13 @@ def spectrum(
 
         plot_format(plot)
         require_matplotlib()  # the install hint now, not after the computation
-    from convaudit.analysis import AnalysisOptions, analyse, require_analysed, require_convs
+    from convaudit.analysis import (
+        AnalysisOptions,
+        analyse,
+        analyse_models,
+        require_analysed,
+        require_convs,
+    )
     from convaudit.report.interface import RenderOptions
 
     memory = None if max_memory is None else parse_bytes(max_memory)
@@ -175,13 +187,28 @@ def spectrum(
         device=resolve_device(device),  # imports torch: after the files are known to be good
         max_memory=memory,
     )
+    cluster = cluster_spec(
+        workers, scheduler, fallback=None if workers or scheduler else configured_scheduler()
+    )
 
     show_progress = not quiet and not fmt.machine and stderr_is_tty()
     reports: list[ModelReport] = []
-    with LazyProgress("analysing", enabled=show_progress) as progress:
-        for ir in irs:
-            progress.relabel(Path(ir.path).name)
-            reports.append(analyse(ir, options, progress=progress))
+    with (
+        open_executor(cluster, quiet=quiet) as executor,
+        LazyProgress("analysing", enabled=show_progress) as progress,
+    ):
+        if executor is None:
+            for ir in irs:
+                progress.relabel(Path(ir.path).name)
+                reports.append(analyse(ir, options, progress=progress))
+        else:  # every layer of every model at once, so that the workers share them all
+            budget = executor.task_memory(options.max_memory)
+            reports = analyse_models(
+                irs,
+                dataclasses.replace(options, max_memory=budget),
+                progress=progress,
+                executor=executor,
+            )
     if debug_enabled():
         _debug_eigensolvers(options.device, reports)
     for report in reports:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import torch
 
@@ -122,19 +123,54 @@ def chunks(total: int, size: int) -> Iterator[slice]:
         yield slice(start, min(total, start + size))
 
 
+class ChunkPool(Protocol):
+    """Runs ``distributable`` chunk work somewhere else (convaudit.distributed sets one inside
+    a cluster task): ``[work(part) for part in parts]``, in chunk order."""
+
+    def map(
+        self,
+        work: Callable[[slice], T],
+        parts: Sequence[slice],
+        progress: Callable[[int, int, str], None] | None,
+        what: str,
+    ) -> list[T]: ...
+
+
+_CHUNK_POOL: contextvars.ContextVar[ChunkPool | None] = contextvars.ContextVar(
+    "chunk_pool", default=None
+)
+
+
+@contextlib.contextmanager
+def chunk_pool(pool: ChunkPool | None) -> Iterator[None]:
+    """Within this context, :func:`run_chunks` hands distributable chunks to ``pool``."""
+    token = _CHUNK_POOL.set(pool)
+    try:
+        yield
+    finally:
+        _CHUNK_POOL.reset(token)
+
+
 def run_chunks(
     rt: Runtime,
     work: Callable[[slice], T],
     parts: Sequence[slice],
     progress: Callable[[int, int, str], None] | None,
     what: str,
+    *,
+    distributable: bool = False,
 ) -> list[T]:
     """Run ``work`` over the chunks, on worker threads on CPU (torch releases the GIL inside
     LAPACK), reporting progress in chunk order. Results come back in chunk order.
 
     With several workers, torch's own intra-op threads are set to 1 meanwhile: LAPACK on small
     matrices does not use them well, and workers x OpenMP threads would oversubscribe the cores.
+    ``distributable``: ``work`` is a pure, picklable function of its chunk, so a
+    :class:`ChunkPool` in context may run the chunks elsewhere.
     """
+    elsewhere = _CHUNK_POOL.get() if distributable else None
+    if elsewhere is not None and len(parts) > 1:
+        return elsewhere.map(work, parts, progress, what)
     results: list[T] = []
     total = len(parts)
     if rt.threads <= 1 or total <= 1:

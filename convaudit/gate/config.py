@@ -15,6 +15,7 @@ Example::
     max-sigma = 1.5
     max-lipschitz = 1e4
     ignore = ["CA003", "CA001:stem.*"]
+    scheduler = "tcp://scheduler:8786"   # optional: run on this Dask cluster
     [[tool.convaudit.overrides]]
     layers = "head.*"          # a glob; "re:" starts a regular expression
     max-sigma = 4.0
@@ -75,6 +76,7 @@ class Settings:
     sigma: str = "exact"
     empirical: bool = True
     exit_zero: bool = False
+    scheduler: str | None = None  # a Dask scheduler's address: run there (convaudit.distributed)
     source: str | None = None  # the file the settings came from, for messages
 
     def limits_for(self, layer: str) -> dict[str, float]:
@@ -198,6 +200,7 @@ KEYS: dict[str, Callable[[str, Any], Any]] = {
     "sigma": _choice(("exact", "bound")),
     "empirical": _bool,
     "exit-zero": _bool,
+    "scheduler": _text,
 }
 _PATH_KEYS = ("models", "baseline")
 
@@ -271,6 +274,18 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
+def scheduler_setting(config_file: str | Path | None = None, cwd: Path | None = None) -> str | None:
+    """Only the ``scheduler`` key of the config file (``config_file``, else the one found from
+    ``cwd`` upwards): the commands other than ``check`` take just that from it."""
+    if config_file is not None:
+        table: Mapping[str, Any] = read_config(Path(config_file)) or {}
+    else:
+        found = find_config((cwd or Path.cwd()).resolve())
+        table = found[1] if found is not None else {}
+    value = table.get("scheduler")
+    return None if value is None else _text("scheduler", value)
+
+
 def load_settings(
     cli: Mapping[str, Any],
     *,
@@ -309,4 +324,5 @@ __all__ = [
     "find_config",
     "layer_matches",
     "load_settings",
+    "scheduler_setting",
 ]

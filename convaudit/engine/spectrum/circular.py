@@ -81,5 +81,5 @@ def frequency_svdvals(
 
     parts = list(chunks(len(freqs), size))
     with single_threaded_blas():
-        results = run_chunks(rt, work, parts, progress, "singular values")
+        results = run_chunks(rt, work, parts, progress, "singular values", distributable=True)
     return np.concatenate(results, axis=0), weights

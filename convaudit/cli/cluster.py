@@ -1,0 +1,63 @@
+"""``--workers N`` / ``--scheduler ADDRESS``: where a command runs its per-layer work.
+
+Without either (nor ``CONVAUDIT_SCHEDULER``, nor ``scheduler`` in the config file) the commands
+run in this process exactly as before, and neither convaudit.distributed nor Dask is imported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from convaudit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from convaudit.distributed import ClusterSpec, DaskExecutor
+
+SCHEDULER_ENV = "CONVAUDIT_SCHEDULER"
+
+
+def cluster_spec(
+    workers: int | None, scheduler: str | None, *, fallback: str | None = None
+) -> ClusterSpec | None:
+    """What the command line asks for (``--workers`` and ``--scheduler`` exclude each other),
+    else ``fallback`` (the environment or config file's scheduler); None: run here."""
+    if workers is not None and scheduler is not None:
+        raise ConfigError("give either --workers N or --scheduler ADDRESS, not both")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    address = scheduler if workers is None else None
+    if workers is None and not address:
+        address = fallback
+    if workers is None and not address:
+        return None
+    from convaudit.distributed import ClusterSpec
+
+    return ClusterSpec(workers=workers, scheduler=address or None)
+
+
+def configured_scheduler(config_file: Path | None = None) -> str | None:
+    """``CONVAUDIT_SCHEDULER``, else ``scheduler`` in the config file ``convaudit check`` reads
+    (found from the current folder upwards; only that key is read here)."""
+    from convaudit.gate.config import scheduler_setting
+
+    return os.environ.get(SCHEDULER_ENV) or scheduler_setting(config_file)
+
+
+@contextlib.contextmanager
+def open_executor(spec: ClusterSpec | None, *, quiet: bool) -> Iterator[DaskExecutor | None]:
+    """The cluster's executor for the ``with`` block (None: no cluster asked for)."""
+    if spec is None:
+        yield None
+        return
+    from convaudit.distributed import open_cluster
+
+    with open_cluster(spec) as executor:
+        if not quiet:
+            sys.stderr.write(f"running on {executor.where}\n")
+            sys.stderr.flush()
+        yield executor
