@@ -178,10 +178,14 @@ class Landscape:
         rel = 2 * (max(block.shape) + 2) * UNIT
         return max((norm_bv - self.block_error) * (1 - rel) / float(np.linalg.norm(v)), 0.0)
 
-    def climb(self, x0: np.ndarray, group: int, *, evals: int = CLIMB_EVALS) -> Peak:
+    def climb(
+        self, x0: np.ndarray, group: int, *, tol: float = 1e-12, evals: int = CLIMB_EVALS
+    ) -> Peak:
         """Local ascent of λ from the reduced point ``x0`` (BFGS with the exact gradient
         ∂λ/∂x = 2·Re((Bv)ᴴ·∂B·v), v the top right singular vector; Hellmann-Feynman), and the
-        certified lower bound at the best point reached. Never worse than starting at ``x0``."""
+        certified lower bound at the best point reached. Never worse than starting at ``x0``.
+        It stops once the relative gradient is under 0.05·√tol: near a peak of curvature κ that
+        leaves λ about 1e-3·tol/κ below it (a search that needs more climbs again)."""
         x0 = np.asarray(x0, dtype=np.float64).reshape(self.nd)
         if not self.active:
             return self.peak_at(x0, group)
@@ -210,7 +214,11 @@ class Landscape:
         # a failed line search or the evaluation cap ends the climb at its best point
         with contextlib.suppress(_OutOfEvaluations, ValueError, np.linalg.LinAlgError):
             scipy.optimize.minimize(
-                negative, x0[active], jac=True, method="BFGS", options={"gtol": 1e-11}
+                negative,
+                x0[active],
+                jac=True,
+                method="BFGS",
+                options={"gtol": max(1e-11, 0.05 * math.sqrt(tol))},
             )
         assert best.block is not None and best.v is not None
         return Peak(

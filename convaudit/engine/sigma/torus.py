@@ -6,16 +6,17 @@ S bounds σ_max of the layer's zero-padded and circular operators on EVERY input
 G(ν) (:mod:`landscape`: reduced coordinates x, degrees D_ax, rounding bounds).
 
 **The cell test.** Let x* be a global maximiser of λ, u* a unit top eigenvector of BBᴴ(x*), and
-C a box (centre c, half-widths h) that contains x*. Along the segment from x* to c,
+C a cell (:mod:`cells`) with centre c that contains x*. Along the segment from x* to c,
 
     p(t) = u*ᴴ·BBᴴ(x* + t·(c - x*))·u* = Σ_j (u*ᴴH_j u*)·exp(-i·t·⟨c - x*, j⟩)
 
-is a real exponential sum whose frequencies lie in [-Δ, Δ], Δ = Σ_ax D_ax·|c_ax - x*_ax| <=
-Σ_ax D_ax·h_ax: an entire function of exponential type Δ. On ℝ, 0 <= p(t) <= λ(·) <= S² and
-p(0) = S², so f = 2p/S² - 1 is real, of type Δ, |f| <= 1 and f(0) = 1. Duffin and Schaeffer's
-inequality f'² + Δ²f² <= Δ² (real functions of exponential type Δ bounded by 1 on ℝ; for
-trigonometric polynomials Szegő's) gives, writing f = cos φ, |φ'| <= Δ, hence f(t) >= cos(Δt)
-for |t| <= π/Δ. At t = 1:
+is a real exponential sum whose frequencies lie in [-Δ, Δ], Δ = Σ_ax D_ax·|c_ax - x*_ax| (at
+most the cell's spread): an entire function of exponential type Δ. On ℝ, 0 <= p(t) <= λ(·) <= S²
+(a Rayleigh quotient of a positive semidefinite G) and p(0) = S², so f = 2p/S² - 1 is real, of
+type Δ, |f| <= 1 and f(0) = 1. Duffin and Schaeffer's inequality f'² + Δ²f² <= Δ² (real entire
+functions of exponential type Δ bounded by 1 on ℝ, Bull. AMS 43 (1937); Boas, *Entire
+Functions*, §11.4) makes φ = arccos f Lipschitz with constant Δ, so f(t) >= cos(Δt) for
+|t| <= π/Δ. At t = 1:
 
     λ(c) >= p(1) >= S²·(1 + cos Δ)/2 = S²·cos²(Δ/2)        (Δ <= π).
 
@@ -28,15 +29,19 @@ top eigenvalue instead (+ 8(n+1)u·λ). A real kernel has λ(-ν) = λ(ν) (G(-�
 the cells cover the torus with the last varying axis cut to [0, π].
 
 **The search.** L = a certified lower bound ‖B(x)v‖² (:meth:`landscape.Landscape.climb`: a
-local ascent onto a peak), T = L·(1 + tol)². Every cell is tested at μ = T·cos²(Δ/2) (less the
-margins); failing cells are split in two along the axis with the largest D_ax·h_ax. When no cell
-is left, S ∈ [√L, √T]: certified to tol. A failing cell with Δ <= Δ_L/2 (cos(Δ_L/2)·(1 + tol)
-= 1) has its centre above L·(1 + tol)·…: it is climbed from and L rises. The tolerance is
-reached in stages (1e-1, 1e-2, then every factor 100): each stage's leaves are retested at the
-next T, so a higher peak missed by the first ascent is found while cells are still coarse, and
-every cell carries the bound of the last stage it passed (a child inherits its parent's: if the
-maximiser is in the child it is in the parent). Out of work budget, the result is the bracket
-those bounds give, marked not closed: a bound, never tighter than it is.
+local ascent onto a peak from the best of a few spread starting points), T = L·(1 + tol)².
+Every cell is tested at μ = T·cos²(Δ/2) (less the margins); failing cells are split
+(:meth:`cells.Cover.split`). When no cell is left, S ∈ [√L, √T]: certified to tol. L must end
+within tol of S, so higher peaks are looked for on the way: a cell failing with Δ <= Δ_L/2
+(cos(Δ_L/2)·(1 + tol) = 1) has its centre above L·(1 + 1.5·tol) and is climbed from; otherwise
+a few failing cells far from every point seen so far are probed each round (Lanczos values,
+lower bounds on λ) and the best is climbed from when it beats L. The tolerance is reached in
+stages (LADDER: 1e-1, 1e-4, 1e-8, then the one asked for): each stage's leaves are retested at
+the next T, and every cell carries the bound of the last stage it passed (a child inherits its
+parent's: if the maximiser is in the child it is in the parent). Out of work budget, the result
+is the bracket those bounds give, marked not closed: a bound, never tighter than it is. A cell
+whose threshold lies under nearly all the λ values sampled so far is split without a test (a
+test it would fail; skipping one never affects validity).
 """
 
 from __future__ import annotations
@@ -177,7 +182,7 @@ class _Search:
 
     def climb(self, cells: Cells, index: int) -> Peak:
         x = self.points(cells.take(np.array([index])))[0]
-        peak = self.land.climb(x, int(cells.group[index]))
+        peak = self.land.climb(x, int(cells.group[index]), tol=self.rt.tol)
         self.spent += peak.evaluations * self.land.eigen_cost()
         self.seen = np.concatenate([self.seen, peak.x[None, self.active]])
         return peak
