@@ -55,6 +55,9 @@ class CircularNorm:
     frequency: tuple[int, ...]
     group: int
     vector: np.ndarray
+    #: where ``upper`` is the size-independent S (:mod:`continuous`): its maximiser ν* (alias
+    #: torus, radians), ``frequency`` being the grid frequency nearest to it
+    continuous: tuple[float, ...] | None = None
 
 
 def rounding_margin(size: int, dtype: torch.dtype) -> float:

@@ -1,127 +1,113 @@
-"""The size-independent bound S = sup over continuous frequencies of σ_max(B(ν)) (MATH.md §2).
+"""The size-independent bound S = sup over continuous frequencies of σ_max(B(ν)) (MATH.md §2),
+and its use on large grids.
 
 S bounds σ_max of the layer's zero-padded (and circular) operator on EVERY input size, and
-σ_circ(N) <= S on every grid N. On an alias grid of G_ax points per axis, the maximum m_G is
-σ_circ of the circular operator on the grid G·s, a lower bound on S. The upper bound comes from
-the Gram matrix being a trigonometric polynomial:
+σ_circ(N) <= S on every grid N. :func:`size_independent_bound` (:mod:`torus`: branch and bound
+over cells of the frequency torus) certifies it to ``rt.tol`` at a cost that does not depend on
+any grid.
 
-B(ν)B(ν)ᴴ = Σ_j H_j·exp(-i⟨ν, j⟩) with lags |j_ax| <= D_ax = ⌊d_ax(k_ax - 1)/s_ax⌋
-(:mod:`gram_lags`). For every unit vector v, p(ν) = vᴴB(ν)B(ν)ᴴv is a NON-NEGATIVE real
-trigonometric polynomial of degree D_ax in ν_ax. Bernstein's inequality (‖p'‖ <= D‖p‖, twice)
-at a maximiser ν* of p (where p' = 0), against the nearest grid point (at most π/G_ax away per
-axis), gives p(grid) >= ‖p‖·(1 - (πD_ax/G_ax)²/2) per axis, applied axis after axis. Taking
-the sup over v:
-
-    S² <= C·m_G²,  C = Π_ax 1 / (1 - (π·D_ax/G_ax)²/2)   (for π·D_ax/G_ax < √2).
-
-So S ∈ [m_G, √C·m_G]: a multiplicative bracket, 1 + (πD/G)²/4 per axis (G = 64, D = 2: 0.25 %).
-G is chosen per axis so that the bracket is at most ``rel_width`` wide, within a work budget.
+**Large grids** (:func:`circular_upper`). σ_circ(N) is the maximum of σ_max(B) over the grid's
+frequencies, one Cholesky certificate each (:mod:`circular`): its cost grows with N, S's does
+not. Where S is the cheaper, the upper end comes from S (certified to tol/8) and the lower end
+is σ_max(B(m)) at the grid frequency m nearest the maximiser ν*; when those are within ``tol``
+of each other, the grid's σ_circ(N) is bracketed within tol. A fine grid always gets there: by
+the cell lemma of :mod:`torus`, σ(m)² >= S²·cos²(Δ/2) with Δ = Σ D_ax·π/M_ax, so it closes once
+cos(Δ/2)·(1 + tol) >= 1 + tol/8 (3×3 at tol 1e-4: M >= 512; in practice far coarser grids
+close, the peak being flatter than the worst case). Where it does not close, the grid
+certificate is run if affordable (GRID_WORK), else the bracket is reported as it is.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+
+import numpy as np
+import torch
 
 from convaudit.engine.conv import Conv
 from convaudit.engine.runtime import Runtime
-from convaudit.engine.sigma.circular import CircularNorm, certificate_work, circular_sigma_max
+from convaudit.engine.sigma.circular import (
+    UNIT,
+    CircularNorm,
+    _lambda_max,
+    _top_eigenpair,
+    certificate_work,
+    circular_sigma_max,
+)
+from convaudit.engine.sigma.torus import S_WORK, SupBound, estimated_work, size_independent_bound
+from convaudit.engine.spectrum.frequencies import frequency_block
 
-#: most multiply-adds spent on the grid that brackets S (about a minute on 2 CPU cores)
-S_WORK = 1e12
-#: the alias grid is never finer than this per axis (the bracket is then ~1e-5 for D = 2)
-MAX_ALIAS = 2048
-#: above this many multiply-adds, σ_circ on a layer's own (large) grid is bounded through S
+__all__ = ["S_WORK", "SupBound", "circular_upper", "size_independent_bound"]
+
+#: S replaces the grid certificate when its estimated work is at most this share of the grid's
+#: (the estimate is for a random-weight layer, the hardest case)
+SUP_SHARE = 0.5
+#: the grid certificate is run (where S did not close) up to this many multiply-adds
 GRID_WORK = 5e11
-#: the width of that bound (√C - 1)
-GRID_REL_WIDTH = 1e-3
-
-
-def gram_degree(conv: Conv) -> tuple[int, ...]:
-    """D_ax: the largest lag, in alias-grid units, of the output-side Gram matrix BBᴴ."""
-    return tuple(
-        d * (k - 1) // s
-        for k, s, d in zip(conv.kernel_size, conv.stride, conv.dilation, strict=True)
-    )
-
-
-def trig_factor(degree: tuple[int, ...], alias: tuple[int, ...]) -> float:
-    """C with sup_ν λ_max(BBᴴ(ν)) <= C·max over the alias grid (inf when G is too coarse)."""
-    factor = 1.0
-    for dd, g in zip(degree, alias, strict=True):
-        x = (math.pi * dd / g) ** 2 / 2
-        if x >= 1:
-            return math.inf
-        factor /= 1 - x
-    return factor
-
-
-def alias_for(degree: tuple[int, ...], rel_width: float) -> tuple[int, ...]:
-    """The coarsest alias grid whose factor √C stays within 1 + rel_width (equal share per
-    axis; axes with D = 0 need one point)."""
-    active = max(1, sum(1 for dd in degree if dd))
-    # per axis: 1/(1 - x) <= (1 + rel)^(2/active)  <=>  x <= 1 - (1 + rel)^(-2/active)
-    x = 1 - (1 + rel_width) ** (-2 / active)
-    return tuple(
-        1 if dd == 0 else min(MAX_ALIAS, math.ceil(math.pi * dd / math.sqrt(2 * x)))
-        for dd in degree
-    )
-
-
-def size_independent_bound(
-    conv: Conv, rt: Runtime, *, rel_width: float = 1e-3, work: float = S_WORK
-) -> tuple[float, float, tuple[int, ...]]:
-    """(lower, upper) bracket of S and the alias grid used."""
-    norm, factor, alias = bracket_sup(conv, rt, rel_width=rel_width, work=work)
-    return norm.lower, norm.upper * math.sqrt(factor), alias
-
-
-def bracket_sup(
-    conv: Conv,
-    rt: Runtime,
-    *,
-    rel_width: float,
-    work: float,
-    most: tuple[int, ...] | None = None,
-) -> tuple[CircularNorm, float, tuple[int, ...]]:
-    """σ_circ on the chosen alias grid (its certified bracket, best frequency and vector), the
-    factor C and the alias grid. ``most`` caps the alias grid per axis (e.g. a layer's own)."""
-    stride = conv.stride
-    degree = gram_degree(conv)
-    alias = alias_for(degree, rel_width)
-    if most is not None:
-        alias = tuple(min(a, m) for a, m in zip(alias, most, strict=True))
-    # Within the work budget: shrink the finest axes until it fits (G > πD/√2 keeps C finite).
-    floor = tuple(max(1, math.floor(math.pi * dd / math.sqrt(2)) + 1) for dd in degree)
-
-    def cost(a: tuple[int, ...]) -> float:
-        return certificate_work(conv, tuple(g * s for g, s in zip(a, stride, strict=True)))
-
-    while cost(alias) > work and any(a > f for a, f in zip(alias, floor, strict=True)):
-        widest = max(range(len(alias)), key=lambda ax: alias[ax] - floor[ax])
-        alias = tuple(
-            max(floor[ax], int(a * 0.8)) if ax == widest else a for ax, a in enumerate(alias)
-        )
-    grid = tuple(g * s for g, s in zip(alias, stride, strict=True))
-    norm = circular_sigma_max(conv, grid, rt)
-    return norm, trig_factor(degree, alias), alias
+#: S is certified to this share of the tolerance when it bounds a grid: its search ends with
+#: upper ≈ lower·(1 + tol), so the grid's nearest frequency needs room below S's lower end
+SUP_TOL_SHARE = 1 / 8
 
 
 def circular_upper(
     conv: Conv, grid: tuple[int, ...], rt: Runtime
 ) -> tuple[CircularNorm, float, tuple[int, ...], str]:
     """A certified upper bound on σ_circ(grid): (norm, factor C, the grid norm was computed on,
-    description), with σ_circ(grid) <= norm.upper·√C.
-
-    On the grid itself (C = 1) when that is affordable; on huge grids (a 256-channel layer at
-    1024x1024 has 5·10^5 frequencies) through S on a coarser alias grid, whose cost does not
-    grow with the input size: σ_circ(grid) <= S <= √C·m_G."""
+    description), with σ_circ(grid) <= norm.upper·√C. C is 1 and the grid is ``grid``; where
+    ``norm.continuous`` is set, ``norm.upper`` is S and ``norm.lower`` σ at the grid frequency
+    nearest S's maximiser (see the module doc)."""
     where = "x".join(map(str, grid))
-    if certificate_work(conv, grid) <= GRID_WORK:
-        return circular_sigma_max(conv, grid, rt), 1.0, grid, f"circular bound on {where}"
-    most = tuple(n // s for n, s in zip(grid, conv.stride, strict=True))
-    norm, factor, alias = bracket_sup(conv, rt, rel_width=GRID_REL_WIDTH, work=S_WORK, most=most)
-    used = tuple(a * s for a, s in zip(alias, conv.stride, strict=True))
-    if alias == most:
-        return norm, 1.0, used, f"circular bound on {where}"
-    coarse = "x".join(map(str, used))
-    return norm, factor, used, f"sup over frequencies ({coarse} grid x {math.sqrt(factor):.6f})"
+    grid_work = certificate_work(conv, grid)
+    sup_norm = None
+    if estimated_work(conv, rt.tol) <= SUP_SHARE * grid_work or grid_work > GRID_WORK:
+        # S never spends more than the grid certificate would (unless that is unaffordable)
+        budget = S_WORK if grid_work > GRID_WORK else min(S_WORK, grid_work)
+        tight = dataclasses.replace(rt, tol=rt.tol * SUP_TOL_SHARE)
+        sup = size_independent_bound(conv, tight, work=budget)
+        sup_norm = nearest_grid_norm(conv, grid, sup)
+        if sup_norm.upper <= sup_norm.lower * (1 + rt.tol) or grid_work > GRID_WORK:
+            closed = "certified to tol" if sup.closed else "work budget reached"
+            return (
+                sup_norm,
+                1.0,
+                grid,
+                f"sup over frequencies ({sup.tests} cell tests, {closed}); lower: the "
+                f"{where} grid frequency nearest its maximiser",
+            )
+    return circular_sigma_max(conv, grid, rt), 1.0, grid, f"circular bound on {where}"
+
+
+def nearest_grid_norm(conv: Conv, grid: tuple[int, ...], sup: SupBound) -> CircularNorm:
+    """S's bracket as a bound on σ_circ(grid): upper S, lower σ_max(B(m)) (certified) at the
+    alias frequency m of ``grid`` nearest S's maximiser, with its right singular vector."""
+    conv = conv.to(torch.float64)
+    alias = np.array([n // s for n, s in zip(grid, conv.stride, strict=True)])
+    m = np.mod(np.rint(np.asarray(sup.frequency) * alias / (2 * math.pi)), alias).astype(np.int64)
+    blocks = frequency_block(conv, m[None], grid)[0]  # (groups, rows, cols)
+    output_side = blocks.shape[-2] <= blocks.shape[-1]
+    grams = blocks @ blocks.mH if output_side else blocks.mH @ blocks
+    group = int(_lambda_max(grams).argmax())
+    value, vec = _top_eigenpair(grams[group])
+    block = blocks[group]
+    v = block.mH @ vec.to(block.dtype) if output_side else vec.to(block.dtype)
+    if not bool(v.any()):  # B = 0: any unit vector
+        v = torch.zeros(block.shape[-1], dtype=block.dtype, device=block.device)
+        v[0] = 1
+    v = v / v.norm()
+    # ‖B̃v‖ vs ‖Bv‖: the block's rounding (as in :mod:`circular`) and the norms' own
+    per_group = conv.kernel.reshape(conv.groups, conv.rows, conv.shape[1], -1)
+    mass = float(torch.linalg.matrix_norm(per_group.permute(3, 0, 1, 2)).sum(0).max())
+    b_error = 1.01 * (math.prod(conv.kernel_size) + 8) * UNIT * mass
+    rel = 2 * (max(block.shape) + 2) * UNIT
+    lower = max((float((block @ v).norm()) - b_error) * (1 - rel), 0.0)
+    upper = max(sup.upper, lower)
+    return CircularNorm(
+        lower=lower,
+        upper=upper,
+        value=min(max(math.sqrt(max(value, 0.0)), lower), upper),
+        frequency=tuple(int(f) for f in m),
+        group=group,
+        vector=v.resolve_conj().cpu().numpy(),
+        continuous=sup.frequency,
+    )

@@ -131,3 +131,16 @@ def evaluate_gram(gram: LagGram, freqs: np.ndarray) -> torch.Tensor:
     sin = torch.from_numpy(np.sin(angle)).to(device=coeff.device, dtype=coeff.dtype)
     out = torch.complex(cos @ flat, sin @ flat)
     return out.reshape(len(freqs), *coeff.shape[1:])
+
+
+def evaluate_gram_at(gram: LagGram, nu: np.ndarray) -> torch.Tensor:
+    """The Gram matrices at continuous frequencies ``nu`` (``(F, nd)`` radians, lag j with
+    phase exp(-i⟨ν, j⟩); ν = 2πm/M gives :func:`evaluate_gram` at m): complex
+    ``(F, groups, n, n)``, Hermitian."""
+    angle = -(np.asarray(nu, dtype=np.float64) @ gram.lags.T.astype(np.float64))  # (F, L)
+    coeff = gram.coefficients
+    flat = coeff.reshape(coeff.shape[0], -1)
+    cos = torch.from_numpy(np.cos(angle)).to(device=coeff.device, dtype=coeff.dtype)
+    sin = torch.from_numpy(np.sin(angle)).to(device=coeff.device, dtype=coeff.dtype)
+    out = torch.complex(cos @ flat, sin @ flat)
+    return out.reshape(len(angle), *coeff.shape[1:])

@@ -59,19 +59,19 @@ def any_size_norm(conv: Conv, pads: Pads, mode: str, rt: Runtime) -> NormResult:
         )
     )
     gain = worst_copy_gain(pads, mode, same_circular=same)
-    lower, upper, alias = size_independent_bound(conv, rt)
-    where = "x".join(map(str, alias))
-    method = f"sup over frequencies: {where} alias grid x trigonometric-polynomial factor"
+    sup = size_independent_bound(conv, rt)
+    how = "certified to tol" if sup.closed else "work budget reached: a bound"
+    method = f"sup over frequencies ({sup.tests} torus-cell tests, {how})"
     if gain != 1.0:
         method += f" x padding gain {gain:.4g}"
-    return NormResult(
-        upper * gain, lower, upper * gain, False, "upper-bound", "any-size", None, method
-    )
+    upper = sup.upper * gain
+    return NormResult(upper, sup.lower, upper, False, "upper-bound", "any-size", None, method)
 
 
 def circular_norm_result(op: LayerOperator, rt: Runtime) -> NormResult:
-    """Exact geometry (out·s = N): the FFT bracket, exact when it closes within tol. On huge
-    grids, S's bracket, with σ at the grid frequency nearest S's maximiser as the lower end."""
+    """Exact geometry (out·s = N): the FFT bracket, exact when it closes within tol. On large
+    grids, S's bracket, with σ at the grid frequency nearest S's maximiser as the lower end
+    (:func:`circular_upper`)."""
     circ, factor, used, method = circular_upper(op.conv, op.grid, rt)
     upper = circ.upper * math.sqrt(factor)
     lower, value = circ.lower, circ.value
@@ -79,7 +79,7 @@ def circular_norm_result(op: LayerOperator, rt: Runtime) -> NormResult:
         lower = nearest_grid_sigma(op, circ.frequency, used)
         value = upper
         method += "; lower: the layer's grid frequency nearest its maximiser"
-    else:
+    elif circ.continuous is None:
         method = "fft + lanczos-ranked cholesky certificate"
     exact = upper <= lower * (1 + rt.tol)
     quantity: Quantity = "exact" if exact else "upper-bound"

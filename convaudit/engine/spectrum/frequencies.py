@@ -75,3 +75,37 @@ def frequency_block(conv: Conv, freqs: np.ndarray, grid: tuple[int, ...]) -> tor
     if n_alias > 1:
         khat = khat / math.sqrt(n_alias)
     return khat
+
+
+def continuous_block(conv: Conv, nu: np.ndarray, *, derivative: int | None = None) -> torch.Tensor:
+    """The blocks B(ν) at continuous alias frequencies ``nu`` (``(F, nd)`` radians: ν = 2πm/M
+    is the alias frequency m of :func:`frequency_block` on any grid N = s·M).
+
+    B(ν) = prod(s)^(-1/2)·[K̂((ν + 2πl)/s)]_l with K̂(ξ) = Σ_a K_a·exp(-i⟨ξ, a·d⟩), same shape
+    and column order as :func:`frequency_block`. With ``derivative=ax``, ∂B/∂ν_ax instead
+    (each tap's phase times -i·a_ax·d_ax/s_ax).
+    """
+    taps = conv.taps
+    c_out, c_in_g = conv.shape[:2]
+    stride, dilation, groups = conv.stride, conv.dilation, conv.groups
+    n_freq, n_alias = len(nu), math.prod(stride)
+    nu = np.asarray(nu, dtype=np.float64).reshape(n_freq, conv.nd)
+    # phase[f, l, t] = Π_ax exp(-i·(ν_ax + 2π·l_ax)·a_ax·d_ax/s_ax)
+    phase = np.ones((n_freq, 1, 1), dtype=np.complex128)
+    for ax, (s, k, d) in enumerate(zip(stride, conv.kernel_size, dilation, strict=True)):
+        xi = (nu[:, ax, None] + 2 * np.pi * np.arange(s)[None, :]) / s  # (F, s)
+        offsets = np.arange(k) * d
+        p_ax = np.exp(-1j * xi[:, :, None] * offsets[None, None, :])  # (F, s, k)
+        if derivative == ax:
+            p_ax = p_ax * (-1j * offsets / s)[None, None, :]
+        phase = (phase[:, :, None, :, None] * p_ax[:, None, :, None, :]).reshape(
+            n_freq, phase.shape[1] * s, -1
+        )
+    ph = torch.from_numpy(phase.reshape(n_freq * n_alias, -1)).to(taps.device, taps.dtype)
+    khat = ph @ taps  # (F·L, c_out·c_in_g)
+    co_g = c_out // groups
+    khat = khat.reshape(n_freq, n_alias, groups, co_g, c_in_g).permute(0, 2, 3, 4, 1)
+    khat = khat.reshape(n_freq, groups, co_g, c_in_g * n_alias)
+    if n_alias > 1:
+        khat = khat / math.sqrt(n_alias)
+    return khat
