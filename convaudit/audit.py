@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from convaudit.analysis import AnalysisOptions, LayerResult, ModelReport, analyse
 from convaudit.errors import ConvauditError, InputShapeError, UnsupportedLayerError
+from convaudit.gate.config import Settings
 from convaudit.gate.findings import LayerMetrics, ModelCheck
 from convaudit.ir import ConvLayer, ModelIR
 from convaudit.network.empirical import EmpiricalBound, SearchOptions, search_autograd
@@ -37,6 +38,19 @@ class AuditOptions:
     input_shapes: Mapping[str, tuple[int, ...]] | None = None
 
 
+def gate_limits(ir: ModelIR, settings: Settings, *, baseline: bool) -> dict[str, float] | None:
+    """How far each layer's sigma_max must be refined for the gate: up to its max-sigma limit
+    (the bracket then lies on one side of it), not at all without one (inf: its certified
+    bracket already serves the network bound). None, refine every layer to tol, when a
+    baseline is read or written: its regressions compare values, not sides of a limit."""
+    if baseline:
+        return None
+    return {
+        layer.name: settings.limits_for(layer.name).get("max-sigma", math.inf)
+        for layer in ir.layers
+    }
+
+
 def _metrics(result: LayerResult) -> LayerMetrics:
     spec = result.spectrum
     sigma = spec.sigma_max
@@ -50,6 +64,8 @@ def _metrics(result: LayerResult) -> LayerMetrics:
         sigma_max=None if sigma is None else sigma.value,
         sigma_max_label="" if sigma is None else sigma.describe(),
         sigma_min=spec.sigma_min,
+        sigma_max_lower=None if sigma is None else sigma.lower,
+        sigma_max_upper=None if sigma is None else sigma.upper,
         condition=spec.condition,
         spectrum_label=where,
         bn_folded=spec.bn_folded,
@@ -161,4 +177,4 @@ def audit_model(
     )
 
 
-__all__ = ["AuditOptions", "audit_model", "empirical_bound", "layer_bounds"]
+__all__ = ["AuditOptions", "audit_model", "empirical_bound", "gate_limits", "layer_bounds"]

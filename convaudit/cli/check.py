@@ -18,7 +18,7 @@ import typer
 from convaudit import __version__
 from convaudit.analysis import AnalysisOptions, require_convs
 from convaudit.atomic import check_destination
-from convaudit.audit import AuditOptions, audit_model
+from convaudit.audit import AuditOptions, audit_model, gate_limits
 from convaudit.cli.app import command
 from convaudit.cli.options import (
     ARCH,
@@ -26,7 +26,9 @@ from convaudit.cli.options import (
     INPUT_SHAPE,
     NOT_AN_INPUT,
     OUTPUT,
+    TOL_HELP,
     TRUST_PICKLE,
+    check_tol,
     emit,
     load_irs,
     parse_input_shapes,
@@ -91,6 +93,7 @@ def run_check(
             fold_bn=settings.fold_bn,
             sigma=settings.sigma,  # type: ignore[arg-type]
             device=resolve_device(device),
+            tol=check_tol(settings.tol),
         ),
         spectrum=any(
             "min-sigma" in o.limits or "max-condition" in o.limits for o in settings.overrides
@@ -105,10 +108,16 @@ def run_check(
         require_convs(ir, dense_suffices=True)  # an MLP's Lipschitz bound is still a check
     show = not quiet and settings.format == "table" and stderr_is_tty()
     checks: list[ModelCheck] = []
+    # Only what decides the gate is refined (a baseline compares values: all to tol).
+    uses_baseline = write_to is not None or baseline is not None
     with LazyProgress("checking", enabled=show) as progress:
         for ir in irs:
             progress.relabel(Path(ir.path).name)
-            checks.append(audit_model(ir, _key(ir.path, baseline_path), options, progress=progress))
+            limits = gate_limits(ir, settings, baseline=uses_baseline)
+            gated = dataclasses.replace(
+                options, analysis=dataclasses.replace(options.analysis, limits=limits)
+            )
+            checks.append(audit_model(ir, _key(ir.path, baseline_path), gated, progress=progress))
     if write_to is not None:
         write_baseline(write_to, baseline_entries(checks), version=__version__)
         baseline = read_baseline(write_to)
@@ -187,8 +196,9 @@ def check(
         None,
         "--sigma",
         metavar="exact|bound",
-        help="sigma_max exact (default) or the cheaper certified upper bound.",
+        help="sigma_max refined as far as the gate needs (default), or only its cheap certified bracket.",
     ),
+    tol: float | None = typer.Option(None, "--tol", metavar="REL", help=TOL_HELP),
     empirical: bool | None = typer.Option(
         None,
         "--empirical/--no-empirical",
@@ -222,6 +232,7 @@ def check(
         "input_shape": tuple(input_shape or ()),
         "fold_bn": fold_bn,
         "sigma": sigma,
+        "tol": tol,
         "empirical": empirical,
     }
     if sigma is not None and sigma not in ("exact", "bound"):

@@ -16,11 +16,14 @@ from convaudit.atomic import atomic_open, check_destination
 from convaudit.cli.app import command
 from convaudit.cli.options import (
     ARCH,
+    DEFAULT_TOL,
     FORCE,
     INPUT_SHAPE,
     NOT_AN_INPUT,
     OUTPUT,
+    TOL_HELP,
     TRUST_PICKLE,
+    check_tol,
     emit,
     load_irs,
     parse_bytes,
@@ -106,7 +109,7 @@ def spectrum(
     sigma: SigmaMode = typer.Option(
         SigmaMode.EXACT,
         "--sigma",
-        help="exact: sigma_max of the real operator (padding, input size); bound: a cheaper certified upper bound.",
+        help="exact: sigma_max of the real operator (padding, input size), refined to --tol; bound: its cheap certified bracket, not refined.",
     ),
     max_memory: str | None = typer.Option(
         None,
@@ -114,6 +117,7 @@ def spectrum(
         metavar="SIZE",
         help="Working-memory budget, e.g. 2G (default: a quarter of RAM).",
     ),
+    tol: float = typer.Option(DEFAULT_TOL, "--tol", metavar="REL", help=TOL_HELP),
     trust_pickle: bool = TRUST_PICKLE,
     arch: str | None = ARCH,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -141,6 +145,7 @@ def spectrum(
         dtype=dtype.value,
         device=resolve_device(device),
         max_memory=None if max_memory is None else parse_bytes(max_memory),
+        tol=check_tol(tol),
     )
     irs = load_irs(models, input_shape, trust_pickle, arch)
     for ir in irs:
