@@ -257,11 +257,11 @@ def _layer_upper_bound(layer: ConvLayer | DenseLayer, fold_bn: bool, rt: Runtime
         w = np.asarray(layer.weight, dtype=np.float64)
         if not np.isfinite(w).all():
             raise UnsupportedLayerError(f"{layer.name}: weights contain NaN or Inf")
+        if w.size * min(w.shape) > CHEAP_SPECTRUM_WORK:  # no full SVD: Lanczos, certified
+            return dense_sigma_max(w, rt, certify=True)
         spec = _dense_layer(layer, False, rt)
         assert spec.sigma_max is not None
-        if spec.sigma_max.guarantee in ("exact", "certified"):
-            return spec.sigma_max
-        return dense_sigma_max(w, rt, certify=True)
+        return spec.sigma_max
     conv = layer_conv(layer, fold_bn, rt)
     status = check_weight(conv.kernel)
     if status == "non-finite":

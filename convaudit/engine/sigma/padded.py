@@ -156,7 +156,9 @@ def padded_sigma_max(
     if not exact or (_decided(lower, upper, rt) and not lower_only):
         return bracket_result(
             lower, upper, tol=tol, operator=mode, grid=geometry.grid, iterations=packet,
-            method=f"windowed wave packet ({packet} products); upper: {method}",
+            method=(
+                f"windowed wave packet ({packet} products)" if packet else "no lower bound"
+            ) + f"; upper: {method}",
         )  # fmt: skip
     if smaller_side(layer_op) > LANCZOS_MAX_ENTRIES:
         return _too_large_for_lanczos(layer_op, lower, upper, method, rt)
