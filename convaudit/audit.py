@@ -36,6 +36,9 @@ class AuditOptions:
     empirical: bool = True
     search: SearchOptions = field(default_factory=lambda: SearchOptions(trials=2, iterations=6))
     input_shapes: Mapping[str, tuple[int, ...]] | None = None
+    #: tighten the graph bound's factors where the analysis left only a loose certified upper
+    #: end (dense layers too large for their SVD): worth its cost when max-lipschitz gates
+    tight_network: bool = True
 
 
 def gate_limits(ir: ModelIR, settings: Settings, *, baseline: bool) -> dict[str, float] | None:
@@ -72,9 +75,13 @@ def _metrics(result: LayerResult) -> LayerMetrics:
     )
 
 
-def layer_bounds(ir: ModelIR, report: ModelReport, options: AnalysisOptions) -> LayerBounds:
+def layer_bounds(
+    ir: ModelIR, report: ModelReport, options: AnalysisOptions, *, tight: bool = True
+) -> LayerBounds:
     """Certified per-layer upper bounds for the graph: the analysed ones, plus whichever of
-    (conv alone, conv + BN) the analysis did not compute and the graph needs."""
+    (conv alone, conv + BN) the analysis did not compute and the graph needs. With ``tight``,
+    a dense layer whose analysis only converged (its upper end a cheap norm bound) gets its
+    Cholesky-certified upper end."""
     from convaudit.engine.layer import layer_upper_bound
 
     engine = options.engine_options()
@@ -83,6 +90,10 @@ def layer_bounds(ir: ModelIR, report: ModelReport, options: AnalysisOptions) -> 
         for r in report.layers
         if r.spectrum.sigma_max is not None
     }
+    for r in report.layers:
+        sigma = r.spectrum.sigma_max
+        if tight and r.kind == "dense" and sigma is not None and sigma.guarantee == "converged":
+            measured[r.name] = min(measured[r.name], layer_upper_bound(ir.layer(r.name)).upper)
     with_bn = {
         layer.name
         for layer in ir.layers
@@ -145,7 +156,8 @@ def audit_model(
     if ir.graph is None:
         network_error = f"the {ir.format} loader gave no graph for this file"
     else:
-        network = network_bound(ir.graph, layer_bounds(ir, report, analysis))
+        bounds = layer_bounds(ir, report, analysis, tight=options.tight_network)
+        network = network_bound(ir.graph, bounds)
     empirical, empirical_error = None, None
     if options.empirical:
         try:

@@ -102,6 +102,7 @@ def run_check(
         or settings.max_condition is not None,
         empirical=settings.empirical,
         input_shapes=parse_input_shapes(shapes),
+        tight_network=settings.max_lipschitz is not None,
     )
     irs = load_irs([Path(m) for m in settings.models], shapes, trust_pickle, arch)
     for ir in irs:
