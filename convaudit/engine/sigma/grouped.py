@@ -182,7 +182,11 @@ def _batched_lanczos(
         flat = start.reshape(batch, -1)
         noise = torch.from_numpy(np.random.default_rng(0).standard_normal(flat.shape)).to(flat)
         unit = flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-300)
-        mixed = unit + noise / noise.norm(dim=1, keepdim=True)
+        noise = noise / noise.norm(dim=1, keepdim=True)
+        mixed = unit + noise
+        # A tiny group (one entry) can cancel to zero exactly: then the noise alone.
+        cancelled = mixed.norm(dim=1, keepdim=True) < 0.5
+        mixed = torch.where(cancelled, noise, mixed)
         ritz, _, done, _, products = _thick_restart(
             gram, shape, mixed, tol=tol / 2, max_products=MAX_STEPS,
             stop_theta=level,
@@ -196,7 +200,8 @@ def _batched_lanczos(
         (back - theta.reshape(-1, *[1] * (vec.ndim - 1)) * vec).reshape(batch, -1).norm(dim=1)
     )
     residual = residual / (theta * norm).clamp_min(1e-300)
-    converged = done.to(residual.device) & (residual <= 2 * tol)
+    # a zero vector has a zero residual but certifies nothing
+    converged = done.to(residual.device) & (residual <= 2 * tol) & (theta > 0)
     sigma = theta.clamp_min(0).sqrt()
     return (
         sigma.cpu().numpy(),
