@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from convaudit.engine.results import EngineOptions, LayerSpectrum
+from convaudit.engine.results import SPECTRUM_SKIPPED, EngineOptions, LayerSpectrum
 from convaudit.errors import ConfigError, ModelFileError, UnsupportedLayerError
 from convaudit.executor import SEQUENTIAL, LayerExecutor
 from convaudit.ir import ConvLayer, Layer, ModelIR, SkippedLayer
@@ -40,9 +40,14 @@ class AnalysisOptions:
     """What ``analyse`` computes.
 
     ``full``: keep every singular value (needed for --full, --plot, --save-spectra).
-    ``sigma``: "exact" (sigma_max of the layer's real operator, converged) or "bound" (the cheap
-    certified upper bound). ``layers``: a regular expression; only layers whose name it matches
-    (``re.search``) are analysed. ``fold_bn``: analyse conv + attached eval-mode BatchNorm.
+    ``sigma``: "exact" (sigma_max of the layer's real operator, refined to ``tol``) or "bound"
+    (the cheap certified bracket, not refined). ``tol``: the relative precision asked for of
+    every sigma_max (the CLI's --tol; 1e-4, the table's 4 digits); refinement stops once the
+    certified bracket is within it, or Lanczos has converged to it. ``layers``: a regular
+    expression; only layers whose name it matches (``re.search``) are analysed. ``fold_bn``:
+    analyse conv + attached eval-mode BatchNorm. ``limits``: a gate's sigma_max limit per
+    layer name: that layer's refinement also stops once its bracket lies on one side of it
+    (``math.inf``: never refined beyond the cheap bracket; a name not listed: refined to tol).
     """
 
     full: bool = False
@@ -52,11 +57,18 @@ class AnalysisOptions:
     dtype: Literal["float32", "float64"] = "float64"
     device: str = "cpu"
     max_memory: int | None = None
-    tol: float = 1e-6
+    tol: float = 1e-4
+    limits: Mapping[str, float] | None = None
 
-    def engine_options(self) -> EngineOptions:
+    def engine_options(self, layer: str | None = None) -> EngineOptions:
+        """The engine's options (for ``layer``: with its limit, if one is set)."""
+        limit = None if self.limits is None or layer is None else self.limits.get(layer)
         return EngineOptions(
-            dtype=self.dtype, device=self.device, max_memory=self.max_memory, tol=self.tol
+            dtype=self.dtype,
+            device=self.device,
+            max_memory=self.max_memory,
+            tol=self.tol,
+            limit=limit,
         )
 
 
@@ -281,7 +293,7 @@ def analyse_one(
                 full=options.full,
                 fold_bn=options.fold_bn,
                 sigma=ENGINE_SIGMA[options.sigma],
-                options=options.engine_options(),
+                options=options.engine_options(layer.name),
             )
         except UnsupportedLayerError as exc:
             return SkippedLayer(layer.name, exc.message, op=layer.kind), tuple(sorted(used))
@@ -312,6 +324,15 @@ def summarise(
         notes.append("BatchNorm scales are not included (use --fold-bn to include them)")
     if any(r.spectrum.sigma_max is not None and not r.spectrum.sigma_max.exact for r in results):
         notes.append("some factors are upper bounds, not exact values")
+    skipped_spectra = sum(
+        any(note.startswith(SPECTRUM_SKIPPED) for note in r.spectrum.notes) for r in results
+    )
+    if skipped_spectra:
+        notes.append(
+            f"sigma_min, condition and stable rank not computed for {skipped_spectra} "
+            f"layer{'s' if skipped_spectra != 1 else ''}: their full spectra are over the "
+            "default work budget (--full computes them)"
+        )
     largest = max(sigmas, key=lambda item: item[1]) if sigmas else None
     return ModelSummary(
         layers_analysed=len(results),

@@ -21,6 +21,7 @@ from convaudit.analysis import AnalysisOptions, LayerResult, ModelReport, analys
 from convaudit.engine.results import EngineOptions
 from convaudit.errors import ConvauditError, InputShapeError, UnsupportedLayerError
 from convaudit.executor import SEQUENTIAL, LayerExecutor
+from convaudit.gate.config import Settings
 from convaudit.gate.findings import LayerMetrics, ModelCheck
 from convaudit.ir import ConvLayer, Layer, ModelIR
 from convaudit.network.empirical import EmpiricalBound, SearchOptions, search_autograd
@@ -42,6 +43,22 @@ class AuditOptions:
     input_shapes: Mapping[str, tuple[int, ...]] | None = None
     #: values of integer / bool ONNX inputs (--input-value), held fixed by the empirical search
     input_values: Mapping[str, np.ndarray] | None = None
+    #: tighten the graph bound's factors where the analysis left only a loose certified upper
+    #: end (dense layers too large for their SVD): worth its cost when max-lipschitz gates
+    tight_network: bool = True
+
+
+def gate_limits(ir: ModelIR, settings: Settings, *, baseline: bool) -> dict[str, float] | None:
+    """How far each layer's sigma_max must be refined for the gate: up to its max-sigma limit
+    (the bracket then lies on one side of it), not at all without one (inf: its certified
+    bracket already serves the network bound). None, refine every layer to tol, when a
+    baseline is read or written: its regressions compare values, not sides of a limit."""
+    if baseline:
+        return None
+    return {
+        layer.name: settings.limits_for(layer.name).get("max-sigma", math.inf)
+        for layer in ir.layers
+    }
 
 
 def _metrics(result: LayerResult) -> LayerMetrics:
@@ -57,6 +74,8 @@ def _metrics(result: LayerResult) -> LayerMetrics:
         sigma_max=None if sigma is None else sigma.value,
         sigma_max_label="" if sigma is None else sigma.describe(),
         sigma_min=spec.sigma_min,
+        sigma_max_lower=None if sigma is None else sigma.lower,
+        sigma_max_upper=None if sigma is None else sigma.upper,
         condition=spec.condition,
         spectrum_label=where,
         bn_folded=spec.bn_folded,
@@ -69,14 +88,25 @@ def layer_bounds(
     options: AnalysisOptions,
     *,
     executor: LayerExecutor | None = None,
+    tight: bool = True,
 ) -> LayerBounds:
     """Certified per-layer upper bounds for the graph: the analysed ones, plus whichever of
-    (conv alone, conv + BN) the analysis did not compute and the graph needs."""
+    (conv alone, conv + BN) the analysis did not compute and the graph needs. With ``tight``,
+    a dense layer whose analysis only converged (its upper end a cheap norm bound) gets its
+    Cholesky-certified upper end."""
     measured = {
         r.name: r.spectrum.sigma_max.upper
         for r in report.layers
         if r.spectrum.sigma_max is not None
     }
+    tighten = [
+        (ir.layer(r.name), False)
+        for r in report.layers
+        if tight
+        and r.kind == "dense"
+        and r.spectrum.sigma_max is not None
+        and r.spectrum.sigma_max.guarantee == "converged"
+    ]
     with_bn = {
         layer.name
         for layer in ir.layers
@@ -87,20 +117,22 @@ def layer_bounds(
         for n in (ir.graph.nodes if ir.graph else ())
         if n.kind == "batchnorm"
     }
-    plain = {name: v for name, v in measured.items() if not (options.fold_bn and name in with_bn)}
-    folded = {name: measured[name] for name in with_bn if options.fold_bn}
     missing: list[tuple[Layer, bool]] = []  # (layer, fold_bn) still to bound
     for layer in ir.layers:  # model order, whatever order the set gives
         if layer.name not in with_bn:
             continue
-        if options.fold_bn and layer.name not in plain:
+        if options.fold_bn:
             missing.append((layer, False))
         if not options.fold_bn and layer.name in folded_targets:
             missing.append((layer, True))
     bounds = (executor or SEQUENTIAL).map(
-        functools.partial(upper_bound, options=options.engine_options()), missing
+        functools.partial(upper_bound, options=options.engine_options()), tighten + missing
     )
-    for (layer, fold), bound in zip(missing, bounds, strict=True):
+    for (layer, _), bound in zip(tighten, bounds[: len(tighten)], strict=True):
+        measured[layer.name] = min(measured[layer.name], bound)
+    plain = {name: v for name, v in measured.items() if not (options.fold_bn and name in with_bn)}
+    folded = {name: measured[name] for name in with_bn if options.fold_bn}
+    for (layer, fold), bound in zip(missing, bounds[len(tighten) :], strict=True):
         (folded if fold else plain)[layer.name] = bound
     return LayerBounds.with_bn_gains(ir.layers, plain, folded)
 
@@ -187,7 +219,7 @@ def _check(
     if ir.graph is None:
         network_error = f"the {ir.format} loader gave no graph for this file"
     else:
-        bounds = layer_bounds(ir, report, analysis, executor=executor)
+        bounds = layer_bounds(ir, report, analysis, executor=executor, tight=options.tight_network)
         network = network_bound(ir.graph, bounds)
     empirical, empirical_error = None, None
     if options.empirical:
@@ -220,4 +252,11 @@ def _check(
     )
 
 
-__all__ = ["AuditOptions", "audit_model", "audit_models", "empirical_bound", "layer_bounds"]
+__all__ = [
+    "AuditOptions",
+    "audit_model",
+    "audit_models",
+    "empirical_bound",
+    "gate_limits",
+    "layer_bounds",
+]

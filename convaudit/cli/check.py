@@ -29,8 +29,10 @@ from convaudit.cli.options import (
     NOT_AN_INPUT,
     OUTPUT,
     SCHEDULER,
+    TOL_HELP,
     TRUST_PICKLE,
     WORKERS,
+    check_tol,
     emit,
     load_irs,
     load_options,
@@ -88,7 +90,7 @@ def run_check(
 ) -> GateResult:
     """Load, measure, (write the baseline,) evaluate. Raises ConvauditError (exit 2)."""
     from convaudit.analysis import AnalysisOptions, require_analysed, require_convs
-    from convaudit.audit import AuditOptions, audit_model, audit_models
+    from convaudit.audit import AuditOptions, audit_model, audit_models, gate_limits
     from convaudit.gate.baseline import read_baseline, write_baseline
     from convaudit.gate.findings import IgnoreRule, baseline_entries, evaluate
 
@@ -120,6 +122,7 @@ def run_check(
             sigma=settings.sigma,  # type: ignore[arg-type]
             device=resolve_device(device),  # imports torch: after the files are known good
             max_memory=max_memory,
+            tol=check_tol(settings.tol),
         ),
         spectrum=any(
             "min-sigma" in o.limits or "max-condition" in o.limits for o in settings.overrides
@@ -129,9 +132,20 @@ def run_check(
         empirical=settings.empirical,
         input_shapes=parse_input_shapes(shapes),
         input_values=loading.input_values,
+        tight_network=settings.max_lipschitz is not None,
     )
     show = not quiet and settings.format == "table" and stderr_is_tty()
     checks: list[ModelCheck] = []
+    # Only what decides the gate is refined (a baseline compares values: all to tol). A limit
+    # depends on the layer's name alone, so one map serves every model.
+    uses_baseline = write_to is not None or baseline is not None
+    limits: dict[str, float] | None = None
+    for ir in irs:
+        mine = gate_limits(ir, settings, baseline=uses_baseline)
+        limits = None if mine is None else {**(limits or {}), **mine}
+    options = dataclasses.replace(
+        options, analysis=dataclasses.replace(options.analysis, limits=limits)
+    )
     with (
         open_executor(cluster, quiet=quiet) as executor,
         LazyProgress("checking", enabled=show) as progress,
@@ -233,8 +247,9 @@ def check(
         None,
         "--sigma",
         metavar="exact|bound",
-        help="sigma_max exact (default) or the cheaper certified upper bound.",
+        help="sigma_max refined as far as the gate needs (default), or only its cheap certified bracket.",
     ),
+    tol: float | None = typer.Option(None, "--tol", metavar="REL", help=TOL_HELP),
     empirical: bool | None = typer.Option(
         None,
         "--empirical/--no-empirical",
@@ -278,6 +293,7 @@ def check(
         "input_value": tuple(input_value or ()),
         "fold_bn": fold_bn,
         "sigma": sigma,
+        "tol": tol,
         "empirical": empirical,
         "scheduler": scheduler,
     }

@@ -128,6 +128,20 @@ def parse_bytes(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
+#: the relative precision of sigma_max asked for by default: the table prints 4 digits
+DEFAULT_TOL = 1e-4
+
+
+def check_tol(tol: float) -> float:
+    """A relative precision must lie in (0, 1)."""
+    if not 0 < tol < 1:
+        raise ConfigError(
+            f"--tol must be a relative precision between 0 and 1, got {tol:g}",
+            hint="e.g. --tol 1e-4 (the default) or --tol 1e-6",
+        )
+    return tol
+
+
 def resolve_device(device: str) -> str:
     """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'; validate explicit choices."""
     import torch
@@ -176,6 +190,10 @@ ARCH = typer.Option(
     "--arch",
     metavar="MODULE:CALLABLE",
     help="Build this architecture for a bare state_dict, to read every conv's geometry and input size.",
+)
+TOL_HELP = (
+    "Relative precision of every sigma_max: refined until its certified bracket is within it, "
+    "or Lanczos has converged to it (default 1e-4; 1e-6 for the precision of earlier releases)."
 )
 OUTPUT = typer.Option(
     None, "-o", "--output", help="Write the report to FILE (atomically) instead of stdout."

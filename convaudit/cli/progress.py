@@ -1,4 +1,5 @@
-"""A progress bar on stderr that appears only for runs longer than about a second.
+"""A progress bar on stderr that appears only for runs longer than about a second: layers done
+of all, elapsed time and an estimate of the time left (from the layers done so far).
 
 None at all when stderr is not a terminal, with --quiet, or for machine formats: callers pass
 ``enabled=False`` then, and the callback becomes a no-op.
@@ -51,6 +52,7 @@ class LazyProgress:
             Progress,
             TextColumn,
             TimeElapsedColumn,
+            TimeRemainingColumn,
         )
 
         self._bar = Progress(
@@ -58,6 +60,8 @@ class LazyProgress:
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
             TextColumn("{task.fields[what]}"),
             # Only enabled when stderr is a terminal, so forcing terminal mode is safe.
             console=Console(stderr=True, force_terminal=True),

@@ -17,6 +17,7 @@ from convaudit.cli.app import command, debug_enabled
 from convaudit.cli.cluster import cluster_spec, configured_scheduler, open_executor
 from convaudit.cli.options import (
     ARCH,
+    DEFAULT_TOL,
     DEVICE,
     FORCE,
     INPUT_SHAPE,
@@ -25,8 +26,10 @@ from convaudit.cli.options import (
     NOT_AN_INPUT,
     OUTPUT,
     SCHEDULER,
+    TOL_HELP,
     TRUST_PICKLE,
     WORKERS,
+    check_tol,
     emit,
     load_irs,
     load_options,
@@ -130,7 +133,7 @@ def spectrum(
     sigma: SigmaMode = typer.Option(
         SigmaMode.EXACT,
         "--sigma",
-        help="exact: sigma_max of the real operator (padding, input size); bound: a cheaper certified upper bound.",
+        help="exact: sigma_max of the real operator (padding, input size), refined to --tol; bound: its cheap certified bracket, not refined.",
     ),
     max_memory: str | None = typer.Option(
         None,
@@ -140,6 +143,7 @@ def spectrum(
     ),
     input_size: str | None = INPUT_SIZE,
     input_value: list[str] | None = INPUT_VALUE,
+    tol: float = typer.Option(DEFAULT_TOL, "--tol", metavar="REL", help=TOL_HELP),
     trust_pickle: bool = TRUST_PICKLE,
     arch: str | None = ARCH,
     workers: int | None = WORKERS,
@@ -186,6 +190,7 @@ def spectrum(
         dtype=dtype.value,
         device=resolve_device(device),  # imports torch: after the files are known to be good
         max_memory=memory,
+        tol=check_tol(tol),
     )
     cluster = cluster_spec(
         workers, scheduler, fallback=None if workers or scheduler else configured_scheduler()

@@ -21,7 +21,7 @@ from convaudit.engine.geometry import (
     transposed_geometry,
 )
 from convaudit.engine.results import EngineOptions, NormResult
-from convaudit.engine.runtime import Runtime, runtime
+from convaudit.engine.runtime import Runtime, engine_threads, runtime
 from convaudit.engine.sigma.methods import any_size_norm, check_weight, conv_norm
 from convaudit.engine.spectrum.circular import circular_spectrum
 from convaudit.engine.spectrum.dense import dense_singular_values
@@ -91,10 +91,11 @@ def singular_values(
     if transposed:
         grid = tuple(n * si for n, si in zip(grid, s, strict=True))
     conv = Conv(kernel, s, d, groups)
-    if all(n % si == 0 for n, si in zip(grid, s, strict=True)):
-        return circular_spectrum(conv, grid, rt, progress)
-    op = LayerOperator(conv, conv.circular_geometry(grid), "circular")
-    return dense_singular_values(op, why=f"stride {s} does not divide the grid {grid}")
+    with engine_threads(rt):
+        if all(n % si == 0 for n, si in zip(grid, s, strict=True)):
+            return circular_spectrum(conv, grid, rt, progress)
+        op = LayerOperator(conv, conv.circular_geometry(grid), "circular")
+        return dense_singular_values(op, why=f"stride {s} does not divide the grid {grid}")
 
 
 def operator_norm(
@@ -143,7 +144,8 @@ def operator_norm(
         pads = resolve_padding(
             padding, None, ksize, (1,) * nd if isinstance(padding, str) else s, d
         )
-        return any_size_norm(conv, pads, padding_mode, rt)
+        with engine_threads(rt):
+            return any_size_norm(conv, pads, padding_mode, rt)
     grid = _grid(input_size, nd)
     pads = resolve_padding(padding, grid, ksize, s, d)
     if transposed:
@@ -155,4 +157,5 @@ def operator_norm(
         geometry = transposed_geometry(grid, ksize, s, d, pads, op)
     else:
         geometry = forward_geometry(grid, ksize, s, d, pads)
-    return conv_norm(LayerOperator(conv, geometry, padding_mode), method, rt)
+    with engine_threads(rt):
+        return conv_norm(LayerOperator(conv, geometry, padding_mode), method, rt)

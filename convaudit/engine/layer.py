@@ -15,16 +15,25 @@ import torch
 from convaudit.engine.api import as_kernel
 from convaudit.engine.conv import Conv, LayerOperator
 from convaudit.engine.geometry import ConvGeometry, forward_geometry, transposed_geometry
-from convaudit.engine.results import EngineOptions, LayerSpectrum, NormResult, ProgressCallback
-from convaudit.engine.runtime import Runtime, runtime
+from convaudit.engine.results import (
+    SPECTRUM_SKIPPED,
+    EngineOptions,
+    LayerSpectrum,
+    NormResult,
+    ProgressCallback,
+)
+from convaudit.engine.runtime import Runtime, engine_threads, runtime
+from convaudit.engine.sigma.dense import dense_sigma_max
 from convaudit.engine.sigma.methods import any_size_norm, check_weight, conv_norm
 from convaudit.engine.spectrum.circular import circular_spectrum
 from convaudit.engine.spectrum.dense import dense_fits, dense_singular_values
 from convaudit.errors import UnsupportedLayerError
 from convaudit.ir import ConvLayer, DenseLayer
 
-#: the full spectrum is computed by default when its SVD work (Σ_freq r²·c) stays under this
-CHEAP_SPECTRUM_WORK = 2e10
+#: the full spectrum is computed by default when its SVD work (Σ_freq r²·c, also m·n·min for a
+#: dense layer) stays under this: about 2 s on 2 cores (ResNet-50's 53 convs, 4.2e10, take 19 s),
+#: so that it never dominates a default run whose σ_max is refined only to the tolerance
+CHEAP_SPECTRUM_WORK = 4e9
 
 
 def layer_conv(layer: ConvLayer, fold_bn: bool, rt: Runtime) -> Conv:
@@ -84,8 +93,9 @@ def _spectrum(
     grid = layer.operator_grid()
     if grid is None:
         return None, "input size unknown: no spectrum"
-    if not full and spectrum_work(conv, grid) > CHEAP_SPECTRUM_WORK:
-        return None, "full spectrum skipped (large); request it with full=True"
+    work = spectrum_work(conv, grid)
+    if not full and work > CHEAP_SPECTRUM_WORK:
+        return None, skipped_spectrum(work)
     if all(n % s == 0 for n, s in zip(grid, layer.stride, strict=True)):
         return circular_spectrum(conv, grid, rt, progress), None
     op = LayerOperator(conv, conv.circular_geometry(grid), "circular")
@@ -94,6 +104,14 @@ def _spectrum(
     return (
         None,
         f"stride {layer.stride} does not divide the grid {grid}: no exact circular spectrum",
+    )
+
+
+def skipped_spectrum(work: float) -> str:
+    """The note of a spectrum left out for its cost, with the flag that forces it."""
+    return (
+        f"{SPECTRUM_SKIPPED}: about {work:.1e} multiply-adds of SVDs, over the default budget "
+        f"of {CHEAP_SPECTRUM_WORK:.0e}; --full (full=True) computes it"
     )
 
 
@@ -112,8 +130,20 @@ def analyse_layer(
     size-independent bound S. NaN/Inf weights give status "non-finite" and no numbers.
     """
     rt = runtime(options)
+    with engine_threads(rt):
+        return _analyse_layer(layer, full, fold_bn, sigma, options, rt)
+
+
+def _analyse_layer(
+    layer: ConvLayer | DenseLayer,
+    full: bool,
+    fold_bn: bool,
+    sigma: str,
+    options: EngineOptions,
+    rt: Runtime,
+) -> LayerSpectrum:
     if isinstance(layer, DenseLayer):
-        return _dense_layer(layer)
+        return _dense_layer(layer, full, rt)
     conv = layer_conv(layer, fold_bn, rt)
     kernel = conv.kernel
     folded = fold_bn and layer.bn is not None
@@ -125,7 +155,9 @@ def analyse_layer(
         )
     grid = layer.operator_grid()
     if status == "zero":
-        zero = NormResult(0.0, 0.0, 0.0, True, "exact", layer.padding_mode, grid, "all-zero kernel")
+        zero = NormResult(
+            0.0, 0.0, 0.0, True, "exact", layer.padding_mode, grid, "all-zero kernel", tol=rt.tol
+        )
         return LayerSpectrum(sigma_max=zero, status="zero", notes=("all-zero kernel",), **base)
     sv, why = _spectrum(layer, conv, full, rt, options.progress)
     if sigma == "none":
@@ -149,6 +181,8 @@ def analyse_layer(
             "circular",
             grid,
             "fft + svd",
+            tol=rt.tol,
+            guarantee="exact",
         )
     else:
         norm = _conv_sigma(layer, conv, sigma, rt)
@@ -176,18 +210,27 @@ def spectrum_stats(sv: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _dense_layer(layer: DenseLayer) -> LayerSpectrum:
+def _dense_layer(layer: DenseLayer, full: bool, rt: Runtime) -> LayerSpectrum:
     w = np.asarray(layer.weight, dtype=np.float64)
     if not np.isfinite(w).all():
         return LayerSpectrum(
             layer.name, layer.kind, None, status="non-finite", notes=("weights contain NaN or Inf",)
         )
+    work = float(w.size * min(w.shape)) if w.size else 0.0
+    if not full and work > CHEAP_SPECTRUM_WORK:
+        # σ_max alone, to the tolerance: Lanczos on the smaller Gram matrix, not every value
+        norm = dense_sigma_max(w, rt)
+        status = "zero" if norm.upper == 0 else "ok"
+        return LayerSpectrum(
+            layer.name, layer.kind, norm, status=status, notes=(skipped_spectrum(work),)
+        )
     sv = np.linalg.svd(w, compute_uv=False) if w.size else np.zeros(0)
     top = float(sv[0]) if sv.size else 0.0
     margin = 16 * max(w.shape) * float(np.finfo(np.float64).eps)
     norm = NormResult(
-        top, top * (1 - margin), top * (1 + margin), True, "exact", "dense", None, "svd"
-    )
+        top, top * (1 - margin), top * (1 + margin), True, "exact", "dense", None, "svd",
+        tol=rt.tol, guarantee="exact",
+    )  # fmt: skip
     status = "zero" if top == 0 else "ok"
     return LayerSpectrum(
         layer.name, layer.kind, norm, status=status, spectrum_operator="dense", **spectrum_stats(sv)
@@ -205,10 +248,19 @@ def layer_upper_bound(
     NaN/Inf weights raise UnsupportedLayerError: no finite bound exists.
     """
     rt = runtime(options)
+    with engine_threads(rt):
+        return _layer_upper_bound(layer, fold_bn, rt)
+
+
+def _layer_upper_bound(layer: ConvLayer | DenseLayer, fold_bn: bool, rt: Runtime) -> NormResult:
     if isinstance(layer, DenseLayer):
-        spec = _dense_layer(layer)
-        if spec.sigma_max is None:
+        w = np.asarray(layer.weight, dtype=np.float64)
+        if not np.isfinite(w).all():
             raise UnsupportedLayerError(f"{layer.name}: weights contain NaN or Inf")
+        if w.size * min(w.shape) > CHEAP_SPECTRUM_WORK:  # no full SVD: Lanczos, certified
+            return dense_sigma_max(w, rt, certify=True)
+        spec = _dense_layer(layer, False, rt)
+        assert spec.sigma_max is not None
         return spec.sigma_max
     conv = layer_conv(layer, fold_bn, rt)
     status = check_weight(conv.kernel)
@@ -226,5 +278,6 @@ def layer_upper_bound(
             layer.padding_mode,
             layer.operator_grid(),
             "all-zero kernel",
+            tol=rt.tol,
         )
     return _conv_sigma(layer, conv, "upper-bound", rt)

@@ -74,6 +74,7 @@ class Settings:
     format: str = "table"
     fold_bn: bool = False
     sigma: str = "exact"
+    tol: float = 1e-4
     empirical: bool = True
     exit_zero: bool = False
     scheduler: str | None = None  # a Dask scheduler's address: run there (convaudit.distributed)
@@ -139,6 +140,13 @@ def _strings(key: str, value: Any) -> tuple[str, ...]:
     raise ConfigError(f"{key} must be a list of strings, got {value!r}")
 
 
+def _precision(key: str, value: Any) -> float:
+    out = _number(key, value)
+    if not 0 < out < 1:
+        raise ConfigError(f"{key} must be a relative precision between 0 and 1, got {value!r}")
+    return out
+
+
 def _choice(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
     def parse(key: str, value: Any) -> str:
         if value not in choices:
@@ -198,6 +206,7 @@ KEYS: dict[str, Callable[[str, Any], Any]] = {
     "format": _choice(FORMATS),
     "fold-bn": _bool,
     "sigma": _choice(("exact", "bound")),
+    "tol": _precision,
     "empirical": _bool,
     "exit-zero": _bool,
     "scheduler": _text,

@@ -66,6 +66,9 @@ class LayerMetrics:
     condition: float | None = None
     spectrum_label: str = ""
     bn_folded: bool = False
+    #: the certified bracket of sigma_max (only as far refined as the gate needed)
+    sigma_max_lower: float | None = None
+    sigma_max_upper: float | None = None
 
 
 @dataclass(frozen=True)
@@ -183,6 +186,14 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.6g}"
 
 
+def _sigma_label(layer: LayerMetrics) -> str:
+    """What the sigma_max is, with its certified bracket when that is not closed."""
+    lower, upper = layer.sigma_max_lower, layer.sigma_max_upper
+    if lower is None or upper is None or not upper > lower * (1 + 1e-9):
+        return layer.sigma_max_label
+    return f"{layer.sigma_max_label}; certified in [{_fmt(lower)}, {_fmt(upper)}]"
+
+
 def _exceeds(value: float, limit: float, *, below: bool) -> bool:
     if not math.isfinite(value):
         return True  # NaN / Inf weights never pass a limit
@@ -249,7 +260,7 @@ class _Evaluator:
         for layer in model.layers:
             limits = self.settings.limits_for(layer.name)
             metrics = {
-                "max-sigma": ("CA001", layer.sigma_max, f"sigma_max ({layer.sigma_max_label})"),
+                "max-sigma": ("CA001", layer.sigma_max, f"sigma_max ({_sigma_label(layer)})"),
                 "min-sigma": ("CA002", layer.sigma_min, f"sigma_min ({layer.spectrum_label})"),
                 "max-condition": (
                     "CA003",

@@ -72,6 +72,8 @@ def _model(model: ModelCheck) -> dict[str, Any]:
                 "kind": layer.kind,
                 "sigma_max": round_float(layer.sigma_max),
                 "sigma_max_is": layer.sigma_max_label,
+                "sigma_max_lower": round_float(layer.sigma_max_lower),
+                "sigma_max_upper": round_float(layer.sigma_max_upper),
                 "sigma_min": round_float(layer.sigma_min),
                 "condition": round_float(layer.condition),
                 "spectrum_of": layer.spectrum_label or None,

@@ -35,6 +35,9 @@ COLUMNS = (
     "condition",
     "stable_rank",
     "reason",
+    # added later, so kept after the original columns
+    "sigma_max_guarantee",
+    "sigma_max_tol",
 )
 
 
@@ -62,6 +65,8 @@ def _row(path: str, result: LayerResult) -> dict[str, str]:
         "bn_folded": str(spec.bn_folded).lower(),
         "sigma_max": "" if sigma is None else _num(sigma.value),
         "sigma_max_quantity": "" if sigma is None else sigma.quantity,
+        "sigma_max_guarantee": "" if sigma is None else str(sigma.guarantee),
+        "sigma_max_tol": "" if sigma is None else _num(sigma.tol),
         "sigma_max_operator": "" if sigma is None else sigma.operator,
         "sigma_max_grid": "" if sigma is None or sigma.grid is None else dims(sigma.grid),
         "sigma_max_lower": "" if sigma is None else _num(sigma.lower),

@@ -96,10 +96,14 @@ QUANTITY_WORDS = {
 
 
 def describe_sigma(result: NormResult | None) -> str:
-    """What a sigma_max IS, e.g. 'exact · zeros · 32x32' or '≤ bound · any input size'."""
+    """What a sigma_max IS, e.g. 'certified to 1e-4 · zeros · 32x32' (its certified bracket is
+    within 1e-4), 'exact to 1e-4 · zeros · 32x32' (Lanczos converged to 1e-4), 'exact · dense'
+    or '≤ bound · any input size'."""
     if result is None:
         return "-"
     quantity = QUANTITY_WORDS.get(result.quantity, result.quantity)
+    if result.quantity == "exact":
+        quantity = result.precision
     if result.operator == "any-size":
         return f"{quantity} · any input size"
     if result.grid is None:  # e.g. a dense layer: no padding, no grid

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from convaudit import __version__
-from convaudit.analysis import LayerResult, ModelReport
+from convaudit.analysis import AnalysisOptions, LayerResult, ModelReport
 from convaudit.engine.results import NormResult
 from convaudit.ir import ConvLayer, ModelIR, SkippedLayer
 from convaudit.report.interface import (
@@ -82,6 +82,8 @@ def _sigma(result: NormResult | None) -> dict[str, Any] | None:
         "upper": round_float(result.upper),
         "exact": result.exact,
         "quantity": result.quantity,
+        "guarantee": result.guarantee,
+        "tol": result.tol,
         "operator": result.operator,
         "grid": None if result.grid is None else list(result.grid),
         "method": result.method,
@@ -143,6 +145,7 @@ def spectrum_document(reports: Sequence[ModelReport], options: RenderOptions) ->
     doc = _header("spectrum")
     doc["options"] = {
         "sigma": first.sigma if first else "exact",
+        "tol": first.tol if first else AnalysisOptions().tol,
         "fold_bn": first.fold_bn if first else False,
         "layers": first.layers if first else None,
         "dtype": first.dtype if first else "float64",

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convaudit.analysis import LayerResult, ModelReport
+from convaudit.engine.results import tol_text
 from convaudit.ir import ConvLayer, ModelIR
 from convaudit.report.fit import (
     BOXED,
@@ -182,6 +183,9 @@ def _summary_text(report: ModelReport, width: int | None = None) -> Text:
     summary = report.summary
     naive = summary.naive_product
     lines = [f"{summary.layers_analysed} layers analysed, {summary.layers_skipped} skipped"]
+    precision = _precision_line(report)
+    if precision:
+        lines.append(precision)
     if summary.largest_sigma_max is not None:
         name, value = summary.largest_sigma_max
         lines.append(f"largest σ_max: {short(value)} ({printable(name)})")
@@ -197,6 +201,24 @@ def _summary_text(report: ModelReport, width: int | None = None) -> Text:
         for part in hanging(line.lstrip(), width, indent=len(line) - len(line.lstrip()))
     ]
     return Text("\n".join(wrapped))
+
+
+_GUARANTEE_WORDS = (
+    ("certified", "certified by their brackets"),
+    ("converged", "converged (Lanczos)"),
+    ("exact", "exact"),
+    ("bound", "upper bounds only"),
+)
+
+
+def _precision_line(report: ModelReport) -> str:
+    """How each σ_max holds, e.g. 'σ_max to 1e-4: 9 certified by their brackets, 2 exact'."""
+    sigmas = [r.spectrum.sigma_max for r in report.layers if r.spectrum.sigma_max is not None]
+    counts = {key: sum(s.guarantee == key for s in sigmas) for key, _ in _GUARANTEE_WORDS}
+    parts = [f"{counts[key]} {words}" for key, words in _GUARANTEE_WORDS if counts[key]]
+    if not parts:
+        return ""
+    return f"σ_max to {tol_text(report.options.tol)}: " + ", ".join(parts)
 
 
 def render_spectrum_table(reports: Sequence[ModelReport], options: RenderOptions) -> str:

@@ -305,3 +305,32 @@ def test_a_dense_layer_is_described_without_padding_or_input_size(work, models):
     (finding,) = [f for f in doc["findings"] if f["layer"] == dense["name"]]
     assert "sigma_max (exact, dense)" in finding["message"]
     assert "padding" not in finding["message"] and "input size" not in finding["message"]
+
+
+DEMO = str(Path(__file__).resolve().parents[2] / "sample_models" / "resnet_tiny.onnx")
+
+
+def _layers(result: Result) -> dict[str, dict]:
+    doc = json.loads(result.stdout)
+    return {layer["name"]: layer for layer in doc["models"][0]["layers"]}
+
+
+def test_check_refines_only_what_decides_the_gate():
+    """A limit far above every bracket: all pass on their cheap brackets, none refined. A limit
+    inside the stem's bracket [1.9447, 1.9504]: only the stem is refined (to 1e-4), and its
+    converged value 1.94469 passes where its upper bound alone would have failed."""
+    far = run(DEMO, "--max-sigma", "10", "--no-empirical", "--format", "json")
+    assert far.exit_code == 0, far.stderr
+    for layer in _layers(far).values():
+        assert layer["sigma_max_upper"] <= 10 and layer["sigma_max_lower"] <= layer["sigma_max"]
+        assert layer["sigma_max_is"].startswith(("upper-bound", "exact", "certified"))
+    assert _layers(far)["/stem/Conv"]["sigma_max_is"].startswith("upper-bound")
+    tight = run(DEMO, "--max-sigma", "1.947", "--no-empirical", "--format", "json")
+    layers = _layers(tight)
+    stem = layers["/stem/Conv"]
+    assert stem["sigma_max_is"].startswith("exact to 1e-4") and stem["sigma_max"] < 1.947
+    assert tight.exit_code == 0, tight.stdout  # every other layer is below 1.947 for sure
+    assert layers["/block1_conv1/Conv"]["sigma_max_is"].startswith("upper-bound")
+    over = run(DEMO, "--max-sigma", "1.9", "--no-empirical", "--format", "json")
+    assert over.exit_code == 1  # the stem's certified LOWER bound is above: fails unrefined
+    assert _layers(over)["/stem/Conv"]["sigma_max_is"].startswith("upper-bound")

@@ -122,12 +122,22 @@ def test_every_number_is_labelled(demo_exact):
     assert model["input_shapes"] == {"input": [1, 3, 32, 32]}
     convs = [layer for layer in model["layers"] if layer["kind"] != "dense"]
     assert len(convs) == 10
+    assert doc["options"]["tol"] == 1e-4  # the default precision
     for layer in convs:
         sigma = layer["sigma_max"]
         assert sigma["quantity"] == "exact" and sigma["exact"] is True
         assert sigma["lower"] <= sigma["value"] * (1 + 1e-9)
         assert sigma["value"] <= sigma["upper"] * (1 + 1e-9)
-        assert sigma["value"] - sigma["lower"] <= 1e-5 * sigma["value"]  # converged
+        assert sigma["tol"] == 1e-4 and sigma["guarantee"] in ("exact", "certified", "converged")
+        if sigma["guarantee"] == "certified":  # the bracket itself is within tol
+            assert (
+                sigma["upper"] <= sigma["lower"] * (1 + 1e-4) and sigma["value"] == sigma["upper"]
+            )
+            assert sigma["description"].startswith("certified to 1e-4")
+        else:  # Lanczos converged: its value is the certified lower end
+            assert sigma["value"] - sigma["lower"] <= 1e-9 * sigma["value"]
+        if sigma["guarantee"] == "converged":
+            assert sigma["description"].startswith("exact to 1e-4")
         assert sigma["operator"] == "zeros" and sigma["grid"] is not None
         assert layer["spectrum"]["operator"] == "circular"
     naive = model["summary"]["naive_product"]
@@ -160,7 +170,9 @@ def test_signal_1d_matches_the_dense_operator(signal_full):
         }
         truth = oracle.dense_singular_values(conv.kernel, conv.input_size, **geometry)
         assert entry["sigma_max"]["quantity"] == "exact"
-        assert entry["sigma_max"]["value"] == pytest.approx(truth[0], rel=1e-6)
+        assert entry["sigma_max"]["value"] == pytest.approx(truth[0], rel=1e-4)  # --tol 1e-4
+        sigma = entry["sigma_max"]  # JSON rounds to 12 digits: a slack of 1e-9
+        assert sigma["lower"] * (1 - 1e-9) <= truth[0] <= sigma["upper"] * (1 + 1e-9)
         grid = tuple(entry["spectrum"]["grid"])
         circular = oracle.circular_singular_values(
             conv.kernel, grid, stride=conv.stride, dilation=conv.dilation, groups=conv.groups
@@ -276,6 +288,20 @@ def test_layers_regex(cli):
         cli("spectrum", SIGNAL, "--layers", "no-such-layer")
     )
     assert "regular expression" in one_error_line(cli("spectrum", SIGNAL, "--layers", "("))
+    for bad in ("0", "-1e-4", "1.5"):
+        assert "--tol must be" in one_error_line(cli("spectrum", SIGNAL, "--tol", bad))
+
+
+def test_tol_sets_the_precision_of_every_sigma_max(cli):
+    """--tol 1e-6: every value within 1e-6 (today's precision), said so in label and JSON."""
+    result = cli("spectrum", SIGNAL, "--format", "json", "--tol", "1e-6")
+    doc = _json(result)
+    assert doc["options"]["tol"] == 1e-6
+    for layer in _layers(doc):
+        sigma = layer["sigma_max"]
+        assert sigma["tol"] == 1e-6 and sigma["exact"]
+        if sigma["guarantee"] in ("certified", "converged"):
+            assert "to 1e-6" in sigma["description"]
 
 
 def test_output_file_is_atomic_deterministic_and_never_clobbered(cli, tmp_path):

@@ -24,6 +24,7 @@ def test_bar_on_a_terminal_goes_to_stderr_only(cli, slow_terminal):
     result = cli("spectrum", SIGNAL, "--layers", "conv3", "--sigma", "bound")
     assert result.exit_code == 0, result.stderr
     assert "signal_1d.onnx" in result.stderr  # the bar, labelled with the model, on stderr
+    assert "ETA" in result.stderr  # with an estimate of the time left
     assert "\x1b[" in result.stderr
     assert "\x1b[" not in result.stdout and "σ_max" in result.stdout  # the report is clean
 

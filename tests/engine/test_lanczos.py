@@ -108,10 +108,11 @@ def test_thick_restart_finds_the_top_after_many_restarts(seed, n):
     s = np.concatenate([1 - 1e-4 * np.arange(8), rng.uniform(0, 0.999, n - 8)])
     _, gram = _diagonal(rng.permutation(s))
     v0 = torch.from_numpy(rng.standard_normal(n))
-    vectors, converged, products = lanczos._thick_restart(
-        gram, torch.Size([1, n]), v0, tol=1e-9, max_products=5000
+    vectors, count, converged, stopped, products = lanczos._thick_restart(
+        gram, torch.Size([1, n]), v0[None], tol=1e-9, max_products=5000
     )
-    assert converged and products > lanczos.RESTART_BASIS
+    assert bool(converged[0]) and not bool(stopped[0]) and products > lanczos.RESTART_BASIS
+    vectors = vectors[0, : int(count[0])]
     vectors = vectors / vectors.norm(dim=1, keepdim=True)
     ritz = ((vectors * gram(vectors)).sum(1)).numpy()
     assert np.all(np.diff(ritz) <= 1e-12)  # best first

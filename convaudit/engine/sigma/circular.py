@@ -312,3 +312,37 @@ def circular_sigma_max(
     value = min(max(math.sqrt(max(best, 0.0)), lower), upper)
     vector = v.resolve_conj().cpu().numpy()
     return CircularNorm(lower, upper, value, tuple(int(x) for x in freqs[f_index]), group, vector)
+
+
+def group_bounds(
+    conv: Conv, grid: tuple[int, ...], rt: Runtime
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per group of a grouped conv, a certified upper bound on σ_max of its circular operator on
+    ``grid`` and the alias frequency ``(groups, nd)`` where it peaks; None for blocks over
+    ``DIRECT_SIZE`` (each frequency's Gram matrix is solved exactly: no shared certificate).
+
+    A grouped conv is the direct sum of its groups, so these bound every group on its own:
+    the layer's refinement then needs only the groups that can still hold its maximum."""
+    conv = conv.to(torch.float64)
+    if min(conv.rows, conv.cols) > DIRECT_SIZE:
+        return None
+    freqs, _ = alias_frequencies(grid, conv.stride, half=True)
+    groups = conv.groups
+    per = (conv.c_out * conv.cols + 4 * groups * DIRECT_SIZE**2) * 16
+    size = chunk_size(rt, per, len(freqs), what="sigma_max")
+    source = _GramSource(conv, grid, freqs, max_bytes=max(rt.max_memory // 16, 1 << 20))
+    eig_margin = 8 * (source.size + 1) * UNIT
+
+    def solve(part: slice) -> tuple[np.ndarray, np.ndarray]:
+        lams = _lambda_max(source.matrices(part).to(rt.device)).cpu().numpy()
+        lams = lams.reshape(-1, groups)
+        return lams.max(axis=0), lams.argmax(axis=0) + part.start
+
+    parts = list(chunks(len(freqs), size))
+    top = np.full(groups, -np.inf)
+    where = np.zeros(groups, dtype=np.int64)
+    for lam, at in run_chunks(rt, solve, parts, None, "sigma_max"):
+        better = lam > top
+        top[better], where[better] = lam[better], at[better]
+    upper = np.sqrt(np.maximum(top, 0.0) * (1 + eig_margin) + source.gram_error)
+    return upper, freqs[where]

@@ -46,6 +46,8 @@ RESTART_BASIS = 32  # Krylov vectors the thick-restart Lanczos stores (ARPACK's 
 #: top pair (small residual, wrong value); two cannot (ARPACK waits for all ``WANTED``).
 CONVERGED_PAIRS = 2
 FAST_TOL = 1e-6  # the float32 run's tolerance floor (float32 rounding stalls Lanczos not far below)
+RUN_MARGIN = 2  # the float32 run converges to tol/2: margin below the float64 acceptance (2·tol)
+STOP_MARGIN = 2e-6  # how far a float32 Ritz value must pass ``stop_at`` before the float64 check
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class LanczosResult:
     residual: float  # float64 ‖AᵀAy - θy‖ / (θ‖y‖), θ = ‖Ay‖²/‖y‖²
     converged: bool
     products: int  # number of operator products (AᵀA products, or columns for the dense path)
+    reached: bool = False  # stopped early: ``lower`` reached the caller's ``stop_at``
+    dense: bool = False  # λ_max of the explicitly formed AᵀA: exact up to rounding
 
     @property
     def sigma(self) -> float:
@@ -78,7 +82,7 @@ def _dense(gram: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor) ->
     matrix = torch.cat([c.reshape(c.shape[0], -1) for c in cols]).cpu().numpy()
     lam = float(np.linalg.eigvalsh((matrix + matrix.T) / 2)[-1]) if matrix.size else 0.0
     sigma = math.sqrt(max(lam, 0.0))
-    return LanczosResult(lower=sigma, residual=0.0, converged=True, products=n)
+    return LanczosResult(lower=sigma, residual=0.0, converged=True, products=n, dense=True)
 
 
 def _arpack(
@@ -128,57 +132,84 @@ def _thick_restart(
     *,
     tol: float,
     max_products: int,
-) -> tuple[torch.Tensor, bool, int]:
-    """Thick-restart Lanczos on x -> AᵀAx in ``v0``'s dtype and device: (the top ``WANTED`` Ritz
-    vectors ``(k, n)``, best first, converged, products). Converged when the top
-    ``CONVERGED_PAIRS`` Ritz pairs' residuals |β·s_j| are at most ``tol``·θ.
+    stop_theta: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Thick-restart Lanczos on x -> AᵀAx for ``B`` independent problems at once, in ``v0``'s
+    dtype and device: ``v0`` is ``(B, n)`` and ``gram`` maps ``(B, *shape[1:])`` to the same
+    (the groups of a block-diagonal operator, applied by one grouped conv; B = 1 otherwise).
+
+    Returns, per problem: its top ``WANTED`` Ritz vectors ``(B, k, n)`` best first (``count``
+    of them valid), converged, stopped (its top Ritz value reached ``stop_theta``, a (B,)
+    float64 level: the caller's bracket closes there), and the products used. Converged when
+    the top ``CONVERGED_PAIRS`` Ritz pairs' residuals |β·s_j| are at most ``tol``·θ. A problem
+    that converged or stopped keeps the vectors of that step (the batch runs on for the rest).
 
     Every new vector is reorthogonalised against the whole stored basis (classical
     Gram-Schmidt, repeated when it cancelled: DGKS). At a restart the top ``WANTED`` Ritz
     vectors and the last Lanczos vector become the new basis; the projected matrix is then
     diagonal plus one coupling row, and the Lanczos recurrence goes on from there."""
-    n = v0.numel()
+    batch, n = v0.shape
     size = min(RESTART_BASIS, n)
     keep = max(1, min(WANTED, size - 2))
-    basis = v0.new_zeros((size + 1, n))
-    basis[0] = v0.reshape(-1) / v0.norm()
-    projected = torch.zeros((size, size), dtype=torch.float64)  # small: on the CPU
-    first, products = 0, 0
     tiny = float(torch.finfo(torch.float64).tiny)
+    basis = v0.new_zeros((batch, size + 1, n))
+    basis[:, 0] = v0 / v0.norm(dim=1, keepdim=True).clamp_min(tiny)
+    projected = torch.zeros((batch, size, size), dtype=torch.float64)  # small: on the CPU
+    result = v0.new_zeros((batch, keep, n))
+    count = torch.zeros(batch, dtype=torch.int64)
+    converged = torch.zeros(batch, dtype=torch.bool)
+    stopped = torch.zeros(batch, dtype=torch.bool)
+    first, products = 0, 0
     while True:
         for j in range(first, size):
-            w = gram(basis[j].reshape(shape)).reshape(-1)
+            w = gram(basis[:, j].reshape(batch, *shape[1:])).reshape(batch, n)
             products += 1
-            coeffs = basis[: j + 1] @ w
-            w = w - coeffs @ basis[: j + 1]
-            norm = w.norm()
-            if norm < 0.7 * coeffs.norm():  # cancellation: orthogonalise once more
-                again = basis[: j + 1] @ w
-                w, coeffs = w - again @ basis[: j + 1], coeffs + again
-                norm = w.norm()
-            projected[j, j] = float(coeffs[j])
-            beta = float(norm)
-            theta, ritz = torch.linalg.eigh(projected[: j + 1, : j + 1])
+            stored = basis[:, : j + 1]
+            coeffs = torch.bmm(stored, w[:, :, None])[:, :, 0]  # batched gemv, (B, j+1)
+            w = w - torch.bmm(coeffs[:, None, :], stored)[:, 0]
+            norm = w.norm(dim=1)
+            if bool((norm < 0.7 * coeffs.norm(dim=1)).any()):  # cancellation: once more
+                again = torch.bmm(stored, w[:, :, None])[:, :, 0]
+                w, coeffs = w - torch.bmm(again[:, None, :], stored)[:, 0], coeffs + again
+                norm = w.norm(dim=1)
+            projected[:, j, j] = coeffs[:, j].to("cpu", torch.float64)
+            beta = norm.to("cpu", torch.float64)
+            theta, ritz = torch.linalg.eigh(projected[:, : j + 1, : j + 1])
             # The Krylov space is invariant (or the whole space): its Ritz values are exact.
-            invariant = j + 1 == n or beta <= 1e-12 * max(abs(float(theta[-1])), tiny)
+            invariant = (beta <= 1e-12 * theta[:, -1].abs().clamp_min(tiny)) | (j + 1 == n)
             pairs = min(CONVERGED_PAIRS, j + 1)
-            residuals = (beta * ritz[j, -pairs:]).abs()
-            converged = invariant or bool((residuals <= tol * theta[-pairs:].abs()).all())
-            if converged or products >= max_products:
-                best = ritz.flip(-1)[:, :keep].to(basis)  # top first
-                return best.T @ basis[: j + 1], converged, products
-            basis[j + 1] = w / norm
+            residuals = (beta[:, None] * ritz[:, j, -pairs:]).abs()
+            now = invariant | (residuals <= tol * theta[:, -pairs:].abs()).all(dim=1)
+            reached = (
+                theta[:, -1] >= stop_theta if stop_theta is not None else torch.zeros_like(now)
+            )
+            fresh = (now | reached) & ~(converged | stopped)
+            last = products >= max_products or bool((converged | stopped | fresh).all())
+            if bool(fresh.any()) or last:
+                top = ritz.flip(-1)[:, :, :keep].to(basis)  # (B, j+1, k) top first
+                vectors = torch.bmm(top.transpose(1, 2), basis[:, : j + 1])
+                take = fresh | (last & ~(converged | stopped))
+                result[take, : vectors.shape[1]] = vectors[take]
+                count[take] = vectors.shape[1]
+                converged |= fresh & now
+                stopped |= fresh & ~now
+            if last:
+                return result, count, converged, stopped, products
+            alive = beta > 0
+            basis[:, j + 1] = torch.where(
+                alive.to(w.device)[:, None], w / norm.clamp_min(tiny)[:, None], 0
+            )
             if j + 1 < size:
-                projected[j, j + 1] = projected[j + 1, j] = beta
+                projected[:, j, j + 1] = projected[:, j + 1, j] = beta
         # Thick restart: the top Ritz vectors, then the last Lanczos vector.
-        best = ritz.flip(-1)[:, :keep]
-        basis[:keep] = best.to(basis).T @ basis[:size]
-        basis[keep] = basis[size]
-        coupling = beta * best[size - 1]
+        top = ritz.flip(-1)[:, :, :keep]
+        basis[:, :keep] = torch.bmm(top.to(basis).transpose(1, 2), basis[:, :size])
+        basis[:, keep] = basis[:, size]
+        coupling = beta[:, None] * top[:, size - 1]
         projected.zero_()
-        projected[:keep, :keep] = torch.diag(theta.flip(0)[:keep])
-        projected[:keep, keep] = coupling
-        projected[keep, :keep] = coupling
+        projected[:, :keep, :keep] = torch.diag_embed(theta.flip(-1)[:, :keep])
+        projected[:, :keep, keep] = coupling
+        projected[:, keep, :keep] = coupling
         first = keep
 
 
@@ -257,6 +288,7 @@ def lanczos_sigma_max(
     fast_gram: Callable[[torch.Tensor], torch.Tensor] | None = None,
     max_bytes: int = 1 << 30,
     lower_only: bool = False,
+    stop_at: float | None = None,
 ) -> LanczosResult:
     """σ_max of A from ``apply`` (x -> Ax) and ``gram`` (x -> AᵀAx) on a batch of one, float64.
 
@@ -268,6 +300,10 @@ def lanczos_sigma_max(
     ‖AᵀAy - θy‖ <= 2·tol·θ (an eigenvalue within 2·tol·θ of θ: σ within tol); otherwise
     ARPACK runs in float64, from that vector. With ``lower_only`` the first run's Ritz vector
     gives the (float64, certified) lower bound and nothing more is spent on convergence.
+
+    ``stop_at``: a level of σ at which the caller needs no more (its certified bracket closes,
+    or a limit is decided): the iteration stops as soon as the top Ritz value reaches it, and
+    the result is ``reached`` when the float64 ‖Ay‖ confirms it.
     """
     n = start.numel()
     if n <= DENSE_LIMIT:
@@ -275,17 +311,29 @@ def lanczos_sigma_max(
     like = start.to(torch.float64)
     fast = fast_gram is not None
     v0 = torch.from_numpy(_mixed_start(start)).to(start.device)
+    level = None
+    if stop_at is not None and math.isfinite(stop_at):
+        # float32 Ritz values run ~1e-7 above the float64 quotient of their vector: a margin
+        level = torch.tensor([(stop_at * (1 + STOP_MARGIN)) ** 2], dtype=torch.float64)
     # Eigenvalue accuracy tol/2 relative in λ gives ~tol/4 in σ: margin for the acceptance
     # test. float32 stops at FAST_TOL/2 at the tightest; the float64 block Lanczos goes on.
-    ritz, converged, products = _thick_restart(
+    ritz, count, done, stopped, products = _thick_restart(
         fast_gram if fast_gram is not None else gram,
         start.shape,
-        v0.to(torch.float32 if fast else torch.float64),
-        tol=(max(tol, FAST_TOL) if fast else tol) / 2,
+        v0[None].to(torch.float32 if fast else torch.float64),
+        tol=(max(tol, FAST_TOL) if fast else tol) / RUN_MARGIN,
         max_products=max_products,
+        stop_theta=level,
     )
-    block = ritz.to(like).reshape(-1, *start.shape[1:])
+    converged = bool(done[0])
+    block = ritz[0, : int(count[0])].to(like).reshape(-1, *start.shape[1:])
     vec = block[:1]
+    if bool(stopped[0]) and stop_at is not None:
+        theta, residual = _rayleigh(apply, gram, vec)
+        lower = math.sqrt(max(theta, 0.0))
+        if lower >= stop_at:
+            return LanczosResult(lower, residual, False, products + 1, reached=True)
+        products += 1
     with torch.no_grad():
         if fast and not lower_only:
             most = min(POLISH_PRODUCTS, max_bytes // (16 * n))  # basis + images

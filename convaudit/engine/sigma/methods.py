@@ -6,6 +6,7 @@ Shared by the public API (:mod:`convaudit.engine.api`) and the layer analysis
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -14,11 +15,13 @@ import torch
 from convaudit.engine.conv import Conv, LayerOperator
 from convaudit.engine.geometry import Pads
 from convaudit.engine.operator import most_reads
-from convaudit.engine.results import NormResult, Quantity
+from convaudit.engine.results import NormResult, bracket_result
 from convaudit.engine.runtime import Runtime
 from convaudit.engine.sigma.circular import circular_sigma_max, rounding_margin
 from convaudit.engine.sigma.continuous import circular_upper, size_independent_bound
+from convaudit.engine.sigma.grouped import grouped_sigma_max
 from convaudit.engine.sigma.padded import padded_sigma_max
+from convaudit.engine.sigma.reduction import equivalent_operator
 from convaudit.engine.spectrum.dense import dense_fits, dense_singular_values
 from convaudit.engine.spectrum.frequencies import frequency_block
 from convaudit.errors import UnsupportedLayerError
@@ -64,8 +67,13 @@ def any_size_norm(conv: Conv, pads: Pads, mode: str, rt: Runtime) -> NormResult:
     method = f"sup over frequencies ({sup.tests} torus-cell tests, {how})"
     if gain != 1.0:
         method += f" x padding gain {gain:.4g}"
+    # Always a bound: S is the sup over input sizes, not this layer's σ_max at its own size,
+    # so a closed bracket of S is said in the method, never in the label.
     upper = sup.upper * gain
-    return NormResult(upper, sup.lower, upper, False, "upper-bound", "any-size", None, method)
+    return NormResult(
+        upper, sup.lower, upper, False, "upper-bound", "any-size", None, method,
+        tol=rt.tol, guarantee="bound",
+    )  # fmt: skip
 
 
 def circular_norm_result(op: LayerOperator, rt: Runtime) -> NormResult:
@@ -74,17 +82,14 @@ def circular_norm_result(op: LayerOperator, rt: Runtime) -> NormResult:
     (:func:`circular_upper`)."""
     circ, factor, used, method = circular_upper(op.conv, op.grid, rt)
     upper = circ.upper * math.sqrt(factor)
-    lower, value = circ.lower, circ.value
+    lower = circ.lower
     if used != op.grid:
         lower = nearest_grid_sigma(op, circ.frequency, used)
-        value = upper
         method += "; lower: the layer's grid frequency nearest its maximiser"
     elif circ.continuous is None:
         method = "fft + lanczos-ranked cholesky certificate"
-    exact = upper <= lower * (1 + rt.tol)
-    quantity: Quantity = "exact" if exact else "upper-bound"
-    return NormResult(
-        value if exact else upper, lower, upper, exact, quantity, "circular", op.grid, method
+    return bracket_result(
+        lower, upper, tol=rt.tol, operator="circular", grid=op.grid, method=method
     )
 
 
@@ -106,9 +111,10 @@ def dense_norm_result(op: LayerOperator, why: str) -> NormResult:
     sv = dense_singular_values(op.to(torch.float64), why)
     top = float(sv[0]) if sv.size else 0.0
     margin = 16 * max(sv.size, 1) * float(np.finfo(np.float64).eps)
-    return NormResult(
-        top, top * (1 - margin), top * (1 + margin), True, "exact", op.mode, op.grid, "dense SVD"
-    )
+    return bracket_result(
+        top * (1 - margin), top * (1 + margin), tol=0.0, operator=op.mode, grid=op.grid,
+        method="dense SVD", converged_value=top,
+    )  # fmt: skip
 
 
 def pointwise_norm_result(op: LayerOperator, rt: Runtime) -> NormResult:
@@ -126,13 +132,11 @@ def pointwise_norm_result(op: LayerOperator, rt: Runtime) -> NormResult:
     conv = op.conv.unit_stride()
     res = circular_sigma_max(conv, (1,) * conv.nd, rt)
     gain = math.sqrt(copies)
-    exact = res.upper <= res.lower * (1 + rt.tol)
-    quantity: Quantity = "exact" if exact else "upper-bound"
-    value = (res.value if exact else res.upper) * gain
     method = "1x1: sigma_max(W)" + (f" x read-count gain {gain:.4g}" if gain not in (0, 1) else "")
-    return NormResult(
-        value, res.lower * gain, res.upper * gain, exact, quantity, op.mode, op.grid, method
-    )
+    return bracket_result(
+        res.lower * gain, res.upper * gain, tol=rt.tol, operator=op.mode, grid=op.grid,
+        method=method,
+    )  # fmt: skip
 
 
 def conv_norm(op: LayerOperator, method: str, rt: Runtime) -> NormResult:
@@ -148,4 +152,14 @@ def conv_norm(op: LayerOperator, method: str, rt: Runtime) -> NormResult:
             return circular_norm_result(op, rt)
         if dense_fits(op):
             return dense_norm_result(op, why="circular padding outside the exact FFT geometry")
-    return padded_sigma_max(op, rt, exact=method == "exact")
+    reduced = equivalent_operator(op)
+    if reduced is not None:
+        smaller, what = reduced
+        result = conv_norm(smaller, method, rt)
+        return dataclasses.replace(result, grid=op.grid, method=f"{result.method}; on {what}")
+    exact = method == "exact"
+    if op.conv.groups > 1:
+        grouped = grouped_sigma_max(op, rt, exact=exact)
+        if grouped is not None:
+            return grouped
+    return padded_sigma_max(op, rt, exact=exact)

@@ -8,10 +8,15 @@ Zero, reflect and replicate padding, and circular padding outside the exact geom
   ‖P‖ = Π_axes √(most copies of one input entry) (P is a 0/1 matrix with one 1 per row, so
   PᵀP is the diagonal of copy counts). Reflect/replicate CAN amplify beyond the circular value:
   this factor is the honest price of certainty.
-- **Exact value.** The top eigenvalue of AᵀA for the real operator and its adjoint
-  (``lanczos.py``: dense LAPACK for small operators, else ARPACK tracking the top few Ritz values
-  so a near-degenerate top pair is resolved), started from the circular top singular vector mixed
-  with a seeded random vector; lower = ‖Ay‖ (certified).
+- **Certified lower bound, one product.** The windowed wave packet around the circular
+  maximiser (:mod:`window`): ‖Ax‖ for a unit x.
+- **To the precision asked for** (``rt.tol``): when upper <= lower·(1 + tol) the bracket itself
+  certifies σ_max to tol and nothing more runs (large grids, where the circular bound is
+  within O((k/n)²) of the truth). Otherwise Lanczos on AᵀA for the real operator and its
+  adjoint (``lanczos.py``: dense LAPACK for small operators, else a thick-restart Lanczos
+  tracking the top few Ritz values) from the best candidate, until either its lower bound
+  closes the bracket or its float64 residual says it converged to tol. With a gate's limit
+  (``rt.limit``) it also stops once the bracket lies on one side of the limit.
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ import torch
 from convaudit.engine.conv import LayerOperator
 from convaudit.engine.geometry import ConvGeometry, forward_geometry
 from convaudit.engine.operator import PaddedConv, most_reads
-from convaudit.engine.results import NormResult, Quantity
+from convaudit.engine.results import NormResult, bracket_result
 from convaudit.engine.runtime import Runtime
 from convaudit.engine.sigma.circular import CircularNorm
 from convaudit.engine.sigma.continuous import circular_upper
 from convaudit.engine.sigma.lanczos import lanczos_sigma_max
+from convaudit.engine.sigma.window import window_lower
+from convaudit.engine.spectrum.fourier import alias_grid
 from convaudit.errors import UnsupportedLayerError
 
 
@@ -47,34 +54,6 @@ def bound_grid(geometry: ConvGeometry, mode: str) -> tuple[tuple[int, ...], floa
     padded = tuple(t + e + 1 for t, e in zip(geometry.before, geometry.last_read, strict=True))
     grid = tuple(-(-p // s) * s for p, s in zip(padded, geometry.stride, strict=True))
     return grid, copy_gain(geometry, mode)
-
-
-def warm_start(norm: CircularNorm, big_grid: tuple[int, ...], op: LayerOperator) -> torch.Tensor:
-    """The circular top right singular vector on ``big_grid`` as a real image on the layer's
-    grid: x[c, p] = Re Σ_l conj(v[c, l])·exp(2πi·u_l·(p + t)/N). Both bounding operators
-    (zeros: data at 0..H-1 read with shift t; others: padded tensor read with shift 0, data at
-    t..t+H-1) put input p at phase position p + t."""
-    geometry, stride, c_in = op.geometry, op.conv.stride, op.conv.c_in
-    alias = tuple(n // s for n, s in zip(big_grid, stride, strict=True))
-    c_in_g = op.conv.shape[1]
-    n_alias = math.prod(stride)
-    v = norm.vector.reshape(c_in_g, n_alias)
-    ls = np.stack(np.meshgrid(*[np.arange(s) for s in stride], indexing="ij"), -1).reshape(
-        n_alias, -1
-    )
-    u = np.asarray(norm.frequency)[None, :] + ls * np.asarray(alias)[None, :]  # (L, nd)
-    coords = np.meshgrid(
-        *[np.arange(n) + t for n, t in zip(geometry.grid, geometry.before, strict=True)],
-        indexing="ij",
-    )
-    phase_arg = sum(
-        u[:, ax, None] * coords[ax].reshape(1, -1) / big_grid[ax] for ax in range(len(big_grid))
-    )
-    waves = np.exp(2j * np.pi * phase_arg)  # (L, P)
-    image = np.real(np.conj(v) @ waves)  # (c_in_g, P)
-    x = np.zeros((c_in, image.shape[1]))
-    x[norm.group * c_in_g : (norm.group + 1) * c_in_g] = image
-    return torch.from_numpy(x.reshape(1, c_in, *geometry.grid))
 
 
 #: Lanczos on the real operator only while its smaller side has at most this many entries
@@ -113,36 +92,58 @@ def sub_geometry(geometry: ConvGeometry, scale: float) -> ConvGeometry | None:
     return small
 
 
-def _too_large_for_lanczos(op: LayerOperator, upper: float, method: str, rt: Runtime) -> NormResult:
-    """An operator too large for Lanczos: the certified upper bound, and (zero padding) a
-    Lanczos lower bound on a sub-grid, where the operator is a compression of this one."""
-    lower, how = 0.0, "no lower bound"
+def _cheap_lower(
+    op: LayerOperator, circ: CircularNorm, used: tuple[int, ...], rt: Runtime
+) -> tuple[float, torch.Tensor | None, int]:
+    """The windowed wave packet's certified lower bound around the circular maximiser (a
+    frequency of the grid ``used``), and its unit vector."""
+    alias = np.asarray(alias_grid(used, op.conv.stride), dtype=np.float64)
+    phi = np.asarray(circ.frequency, dtype=np.float64) / alias
+    return window_lower(op, phi, circ.group, 0.5 / alias, rt.max_memory // 4)
+
+
+def _decided(lower: float, upper: float, rt: Runtime) -> bool:
+    """Nothing more is needed: the bracket is within tol, or on one side of the gate's limit."""
+    if upper <= lower * (1 + rt.tol):
+        return True
+    return rt.limit is not None and (upper <= rt.limit or lower > rt.limit)
+
+
+def _stop_level(upper: float, rt: Runtime) -> float:
+    """The lower bound at which refinement can stop: the bracket closes, or the limit is passed."""
+    level = upper / (1 + rt.tol)
+    if rt.limit is not None and rt.limit < upper:
+        level = min(level, math.nextafter(rt.limit, math.inf))
+    return level
+
+
+def _too_large_for_lanczos(
+    op: LayerOperator, lower: float, upper: float, method: str, rt: Runtime
+) -> NormResult:
+    """An operator too large for Lanczos: the certified upper bound, and as the lower end the
+    better of the windowed packet and (zero padding) a Lanczos run on a sub-grid, where the
+    operator is a compression of this one."""
+    how = "lower: windowed wave packet" if lower > 0 else "no lower bound"
     geometry, mode = op.geometry, op.mode
-    if mode == "zeros":
+    if mode == "zeros" and not _decided(lower, upper, rt):
         scale = (LANCZOS_MAX_ENTRIES / 4 / smaller_side(op)) ** (1 / len(geometry.grid))
         small = sub_geometry(geometry, scale)
         if small is not None and smaller_side(op.on(small)) <= LANCZOS_MAX_ENTRIES:
             sub = padded_sigma_max(op.on(small), rt, lower_only=True)
-            lower = min(sub.lower, upper)
-            how = f"lower: Lanczos on the {'x'.join(map(str, small.grid))} sub-grid"
-    closed = upper <= lower * (1 + rt.tol)
-    quantity: Quantity = "exact" if closed else "upper-bound"
-    return NormResult(
-        upper,
-        lower,
-        upper,
-        closed,
-        quantity,
-        mode,
-        geometry.grid,
-        f"{method}; {how} (the operator is too large for Lanczos)",
-    )
+            if sub.lower > lower:
+                lower = sub.lower
+                how = f"lower: Lanczos on the {'x'.join(map(str, small.grid))} sub-grid"
+    return bracket_result(
+        lower, upper, tol=rt.tol, operator=mode, grid=geometry.grid,
+        method=f"{method}; {how} (the operator is too large for Lanczos)",
+    )  # fmt: skip
 
 
 def padded_sigma_max(
     layer_op: LayerOperator, rt: Runtime, *, exact: bool = True, lower_only: bool = False
 ) -> NormResult:
-    """Certified bracket (and, with ``exact``, the converged value) of σ_max of the real operator.
+    """Certified bracket of σ_max of the real operator, refined (with ``exact``) until it is
+    within ``rt.tol``, Lanczos has converged to it, or the gate's ``rt.limit`` is decided.
     ``lower_only``: one Lanczos run for a good certified lower bound, no convergence work."""
     geometry, mode, tol = layer_op.geometry, layer_op.mode, rt.tol
     grid_n, gain = bound_grid(geometry, mode)
@@ -150,44 +151,50 @@ def padded_sigma_max(
     upper = circ.upper * math.sqrt(factor) * gain
     if gain != 1:
         method += f" x padding gain {gain:.4g}"
-    if not exact:
-        return NormResult(upper, 0.0, upper, False, "upper-bound", mode, geometry.grid, method)
+    lower, start, packet = _cheap_lower(layer_op, circ, grid_n, rt)
+    lower = min(lower, upper)
+    if not exact or (_decided(lower, upper, rt) and not lower_only):
+        return bracket_result(
+            lower, upper, tol=tol, operator=mode, grid=geometry.grid, iterations=packet,
+            method=(
+                f"windowed wave packet ({packet} products)" if packet else "no lower bound"
+            ) + f"; upper: {method}",
+        )  # fmt: skip
     if smaller_side(layer_op) > LANCZOS_MAX_ENTRIES:
-        return _too_large_for_lanczos(layer_op, upper, method, rt)
+        return _too_large_for_lanczos(layer_op, lower, upper, method, rt)
     op = PaddedConv(layer_op.to(torch.float64))
-    start = warm_start(circ, grid_n, layer_op).to(op.kernel.device)
+    # no candidate (too large to build): Lanczos from its seeded random vector alone
+    start = torch.zeros(1, *op.in_shape) if start is None else start
+    start = start.to(op.kernel)
     # float32 products for the bulk of the Lanczos on CPU (3-5x cheaper; accepted only after a
     # float64 check). Not on CUDA, where float32 convs may run in TF32.
     op32 = None
     if layer_op.conv.kernel.device.type == "cpu":
         op32 = PaddedConv(layer_op.to(torch.float32))
+    stop_at = None if lower_only else _stop_level(upper, rt)
     with torch.no_grad():
         if math.prod(op.out_shape) < math.prod(op.in_shape):
             # Lanczos on the smaller side (strided layers: AAᵀ is s^d times smaller), from the
-            # warm start's image; ‖Aᵀu‖/‖u‖ is the lower bound there.
+            # start's image; ‖Aᵀu‖/‖u‖ is the lower bound there.
             res = lanczos_sigma_max(
                 op.adjoint, op.cogram, op.apply(start), tol=tol,
                 fast_gram=op32.cogram if op32 is not None else None, max_bytes=rt.max_memory // 4,
-                lower_only=lower_only,
+                lower_only=lower_only, stop_at=stop_at,
             )  # fmt: skip
         else:
             res = lanczos_sigma_max(
                 op.apply, op.gram, start, tol=tol,
                 fast_gram=op32.gram if op32 is not None else None, max_bytes=rt.max_memory // 4,
-                lower_only=lower_only,
+                lower_only=lower_only, stop_at=stop_at,
             )  # fmt: skip
-    lower = min(res.lower, upper)
-    converged = res.converged or upper <= lower * (1 + tol)
-    value = min(res.sigma, upper) if converged else upper
-    quantity: Quantity = "exact" if converged else "upper-bound"
-    return NormResult(
-        value,
-        lower,
-        upper,
-        converged,
-        quantity,
-        mode,
-        geometry.grid,
-        f"lanczos ({res.products} products); upper: {method}",
-        iterations=res.products,
-    )
+    lower = max(lower, min(res.lower, upper))
+    if res.dense:  # λ_max of the formed AᵀA: exact up to its rounding
+        margin = 16 * max(res.products, 1) * float(np.finfo(np.float64).eps)
+        lower, upper = max(lower, res.lower * (1 - margin)), min(upper, res.lower * (1 + margin))
+    how = "dense" if res.dense else "lanczos"
+    return bracket_result(
+        lower, upper, tol=tol, operator=mode, grid=geometry.grid,
+        converged_value=res.sigma if res.converged else None,
+        method=f"{how} ({packet + res.products} products); upper: {method}",
+        iterations=packet + res.products,
+    )  # fmt: skip
