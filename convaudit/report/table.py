@@ -204,7 +204,7 @@ def _summary_text(report: ModelReport, width: int | None = None) -> Text:
 
 
 _GUARANTEE_WORDS = (
-    ("certified", "certified by their brackets"),
+    ("certified", "certified by bracket"),
     ("converged", "converged (Lanczos)"),
     ("exact", "exact"),
     ("bound", "upper bounds only"),
@@ -212,7 +212,7 @@ _GUARANTEE_WORDS = (
 
 
 def _precision_line(report: ModelReport) -> str:
-    """How each σ_max holds, e.g. 'σ_max to 1e-4: 9 certified by their brackets, 2 exact'."""
+    """How each σ_max holds, e.g. 'σ_max to 1e-4: 9 certified by bracket, 2 exact'."""
     sigmas = [r.spectrum.sigma_max for r in report.layers if r.spectrum.sigma_max is not None]
     counts = {key: sum(s.guarantee == key for s in sigmas) for key, _ in _GUARANTEE_WORDS}
     parts = [f"{counts[key]} {words}" for key, words in _GUARANTEE_WORDS if counts[key]]
