@@ -15,13 +15,11 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-import torch
-
-from convaudit.engine.runtime import chunk_pool, single_threaded_blas
+from convaudit.engine.runtime import chunk_pool, intra_op_threads, single_threaded_blas
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -37,18 +35,6 @@ class TaskSettings:
     fan_out_s: float = 2.0
 
 
-@contextlib.contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    if previous != threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != previous:
-            torch.set_num_threads(previous)
-
-
 def dask_setup(worker: object) -> None:
     """Preloaded into the workers of a local cluster: Ctrl-C is for the client, which cancels
     the run and closes them; a worker that saw it too would die with a traceback."""
@@ -58,14 +44,14 @@ def dask_setup(worker: object) -> None:
 
 def run_task(fn: Callable[[T], R], item: T, settings: TaskSettings) -> R:
     """``fn(item)`` on a worker, on ``settings.threads`` threads, large spectra fanned out."""
-    with torch_threads(settings.threads), chunk_pool(WorkerChunkPool(settings)):
+    with intra_op_threads(settings.threads), chunk_pool(WorkerChunkPool(settings)):
         return fn(item)
 
 
 def run_chunk(work: Callable[[slice], T], part: slice) -> T:
     """One chunk, as :func:`convaudit.engine.runtime.run_chunks` runs each of the spectrum's:
     one torch thread, single-threaded BLAS."""
-    with torch_threads(1), single_threaded_blas():
+    with intra_op_threads(1), single_threaded_blas():
         return work(part)
 
 
