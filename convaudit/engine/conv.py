@@ -84,6 +84,25 @@ class Conv:
         ones = (1,) * self.nd
         return dataclasses.replace(self, stride=ones, dilation=ones)
 
+    def unit_axes(self) -> tuple[int, ...]:
+        """Axes with a 1-tap kernel and stride 1: they couple nothing, so the circular operator
+        is I ⊗ (the conv without them) along them (MATH.md §1). Empty for a 1×…×1 kernel."""
+        axes = tuple(
+            ax for ax in range(self.nd) if self.kernel_size[ax] == 1 and self.stride[ax] == 1
+        )
+        return () if len(axes) == self.nd else axes
+
+    def without_axes(self, axes: tuple[int, ...]) -> Conv:
+        """The conv of fewer dimensions with the 1-tap ``axes`` dropped."""
+        keep = [ax for ax in range(self.nd) if ax not in axes]
+        kernel = self.kernel.reshape(*self.shape[:2], *[self.kernel_size[ax] for ax in keep])
+        return Conv(
+            kernel.contiguous(),
+            tuple(self.stride[ax] for ax in keep),
+            tuple(self.dilation[ax] for ax in keep),
+            self.groups,
+        )
+
     def circular_geometry(self, grid: tuple[int, ...]) -> ConvGeometry:
         """The circular operator of MATH.md §1 on ``grid`` ("same" pad, out = ceil(N/s))."""
         return circular_same_geometry(grid, self.kernel_size, self.stride, self.dilation)

@@ -125,6 +125,22 @@ def test_accepts_torch_tensors_and_1d_3d():
     )
 
 
+@pytest.mark.parametrize(
+    ("shape", "grid", "stride", "groups"),
+    [
+        ((3, 2, 1, 3, 3), (4, 6, 5), (1, 1, 1), 1),  # a Conv3d (1, 3, 3): its 2-D spectrum
+        ((4, 1, 1, 2, 1), (3, 6, 2), (1, 2, 1), 2),  # two 1-tap axes, one strided axis, groups
+        ((2, 3, 1, 3), (5, 6), (2, 1), 1),  # a 1-tap axis under stride 2 is not reduced
+    ],
+)
+def test_one_tap_axes_spectrum_against_the_dense_operator(shape, grid, stride, groups):
+    """Axes with a 1-tap kernel and stride 1 are computed once and repeated: the values and
+    multiplicities must still be those of the whole operator."""
+    kernel = np.random.default_rng(8).standard_normal(shape)
+    want = circular_singular_values(kernel, grid, stride=stride, dilation=1, groups=groups)
+    assert_same_spectrum(singular_values(kernel, grid, stride=stride, groups=groups), want)
+
+
 def test_progress_callback_and_memory_budget():
     kernel = np.random.default_rng(6).standard_normal((4, 4, 3, 3))
     seen = []

@@ -17,9 +17,9 @@ fails, ARPACK (implicitly restarted Lanczos, float64, all ``WANTED`` values conv
 from the best vector: a slower, independent second method.
 
 Speed (CPU): the products run in float32 (``fast_gram``, 3-5x cheaper) down to ``tol`` itself
-(``FAST_TOL`` at the least: float32 rounding stalls Lanczos not far below), then a float64
-block Lanczos from the top Ritz vectors checks and, if needed, finishes; the acceptance test is
-always float64. The restarted Lanczos stops when its top two Ritz pairs have converged, where
+(``FAST_TOL`` at the least: float32 rounding stalls Lanczos not far below), then, for tol below
+``POLISH_BELOW``, a float64 block Lanczos from the top Ritz vectors checks and, if needed,
+finishes; the acceptance test is always float64. The restarted Lanczos stops when its top two Ritz pairs have converged, where
 ARPACK waits for all ``WANTED``: on ResNet-50 a third fewer products (benchmarks/README.md).
 Its reorthogonalisation costs about as much per product as ARPACK's (both are memory-bound).
 ARPACK's own BLAS runs on one thread: OpenBLAS workers spinning between its calls starved
@@ -46,6 +46,10 @@ RESTART_BASIS = 32  # Krylov vectors the thick-restart Lanczos stores (ARPACK's 
 #: top pair (small residual, wrong value); two cannot (ARPACK waits for all ``WANTED``).
 CONVERGED_PAIRS = 2
 FAST_TOL = 1e-6  # the float32 run's tolerance floor (float32 rounding stalls Lanczos not far below)
+#: from this tolerance on the float32 run's vector needs no float64 polish: its rounding noise
+#: (~1e-7) is far below the acceptance residual, which the float64 check still measures. A
+#: float64 CPU conv costs 8-10x a float32 one (an 11x11 kernel at 256x256: 2.8 s a product).
+POLISH_BELOW = 1e-5
 RUN_MARGIN = 2  # the float32 run converges to tol/2: margin below the float64 acceptance (2·tol)
 STOP_MARGIN = 2e-6  # how far a float32 Ritz value must pass ``stop_at`` before the float64 check
 
@@ -294,8 +298,8 @@ def lanczos_sigma_max(
 
     ``start`` has the operator's input shape with a leading batch axis of 1. ``fast_gram`` is
     the same AᵀA in float32 (CPU: products 3-5x cheaper): the thick-restart Lanczos runs on it
-    first, to ``tol`` but not below ``FAST_TOL``, and a float64 block Lanczos from its top Ritz
-    vectors checks and finishes (its basis within ``max_bytes``); without it, the thick-restart
+    first, to ``tol`` but not below ``FAST_TOL``, and (below ``POLISH_BELOW``) a float64 block
+    Lanczos from its top Ritz vectors finishes (its basis within ``max_bytes``); without it, the thick-restart
     Lanczos runs in float64 to ``tol``. The result is accepted only if its float64 residual
     ‖AᵀAy - θy‖ <= 2·tol·θ (an eigenvalue within 2·tol·θ of θ: σ within tol); otherwise
     ARPACK runs in float64, from that vector. With ``lower_only`` the first run's Ritz vector
@@ -335,7 +339,7 @@ def lanczos_sigma_max(
             return LanczosResult(lower, residual, False, products + 1, reached=True)
         products += 1
     with torch.no_grad():
-        if fast and not lower_only:
+        if fast and not lower_only and tol < POLISH_BELOW:
             most = min(POLISH_PRODUCTS, max_bytes // (16 * n))  # basis + images
             # target tol: half the acceptance residual below, measured 15 % faster
             vec, used = _block_polish(gram, block, tol, most)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from convaudit.engine.conv import Conv, LayerOperator
+from convaudit.engine.conv import LayerOperator
 from convaudit.engine.geometry import ConvGeometry
 
 
@@ -47,13 +47,7 @@ def _drop_unit_axes(op: LayerOperator) -> tuple[LayerOperator, str] | None:
     if not drop or len(drop) == conv.nd:
         return None
     keep = [ax for ax in range(conv.nd) if ax not in drop]
-    kernel = conv.kernel.reshape(
-        *conv.shape[:2], *[conv.kernel_size[ax] for ax in keep]
-    ).contiguous()
-    reduced = Conv(
-        kernel, tuple(conv.stride[a] for a in keep), tuple(conv.dilation[a] for a in keep),
-        conv.groups,
-    )  # fmt: skip
+    reduced = conv.without_axes(tuple(drop))
     geometry = ConvGeometry(
         tuple(g.grid[a] for a in keep),
         tuple(g.kernel_size[a] for a in keep),

@@ -58,7 +58,13 @@ def circular_spectrum(
     if conv.pointwise:
         check_exact_geometry(grid, conv.stride)
         return pointwise_spectrum(conv, grid)
-    values, weights = frequency_svdvals(conv, grid, rt, progress)
+    unit = conv.unit_axes()
+    if unit:  # a Conv3d (1, 11, 11): its 2-D spectrum, each value once per slice
+        keep = tuple(n for ax, n in enumerate(grid) if ax not in unit)
+        values, weights = frequency_svdvals(conv.without_axes(unit), keep, rt, progress)
+        weights = weights * math.prod(grid[ax] for ax in unit)
+    else:
+        values, weights = frequency_svdvals(conv, grid, rt, progress)
     out = np.repeat(values.reshape(len(weights), -1), weights, axis=0).reshape(-1)
     out = np.sort(out)[::-1]
     return np.ascontiguousarray(out)
