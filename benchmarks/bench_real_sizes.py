@@ -301,7 +301,10 @@ def summary(name: str, old: dict, new: dict, n_layers: int) -> dict:
         o = by_index.get(r["index"])
         if o and o["value"] and r["value"] and o["exact"] and r["exact"]:
             worst = max(worst, abs(r["value"] - o["value"]) / o["value"])
-    ratio = old["seconds"] / new["seconds"] if new["seconds"] > 0 else math.inf
+    # A timed-out old run spent its whole wall time without finishing: that is its floor (its
+    # finished layers' seconds alone leave out the layer it was stuck in).
+    spent = old["seconds"] if old["finished"] else max(old["seconds"], old["wall"])
+    ratio = spent / new["seconds"] if new["seconds"] > 0 else math.inf
     return {
         "class": name,
         "layers": n_layers,

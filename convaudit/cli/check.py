@@ -140,9 +140,10 @@ def run_check(
     # depends on the layer's name alone, so one map serves every model.
     uses_baseline = write_to is not None or baseline is not None
     limits: dict[str, float] | None = None
-    for ir in irs:
-        mine = gate_limits(ir, settings, baseline=uses_baseline)
-        limits = None if mine is None else {**(limits or {}), **mine}
+    if not uses_baseline:
+        limits = {}
+        for ir in irs:
+            limits.update(gate_limits(ir, settings, baseline=False) or {})
     options = dataclasses.replace(
         options, analysis=dataclasses.replace(options.analysis, limits=limits)
     )
