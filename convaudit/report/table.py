@@ -205,7 +205,7 @@ def _summary_text(report: ModelReport, width: int | None = None) -> Text:
 
 _GUARANTEE_WORDS = (
     ("certified", "certified by bracket"),
-    ("converged", "converged (Lanczos)"),
+    ("converged", "exact to it by Lanczos"),
     ("exact", "exact"),
     ("bound", "upper bounds only"),
 )
