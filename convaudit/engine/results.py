@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -14,7 +15,8 @@ Quantity = Literal["exact", "upper-bound", "lower-bound", "estimate"]
 
 #: Which statement holds for a σ_max (``NormResult.guarantee``):
 #: exact: the bracket is closed to rounding (SVD, FFT, 1x1, dense), whatever the tolerance;
-#: certified: the certified bracket is within ``tol`` (upper <= lower·(1 + tol));
+#: certified: the certified bracket pins σ_max to ``tol`` (upper <= lower·(1 + tol)², see
+#: ``pins``), the value is its geometric midpoint √(lower·upper), within tol of σ_max;
 #: converged: Lanczos converged to ``tol`` (float64 residual), the bracket may be wider;
 #: bound: neither within the work budget; the value is the certified upper bound.
 Guarantee = Literal["exact", "certified", "converged", "bound"]
@@ -51,7 +53,9 @@ class NormResult:
     """sigma_max of one operator with its certified bracket.
 
     ``value`` is the reported number: the computed value for an ``exact`` or ``converged``
-    guarantee, else ``upper`` (certified, and within ``tol`` of the truth when ``certified``).
+    guarantee, the bracket's geometric midpoint (certified within ``tol`` of the truth) when
+    ``certified``, else ``upper`` (a certified upper bound). A certified upper bound is always
+    ``upper``.
     ``exact`` (and ``quantity == "exact"``) means the value is within ``tol`` of σ_max, by
     either ``guarantee``. ``operator`` names the padding the statement is about ("circular",
     "zeros", "reflect", "replicate", or "any-size" for the size-independent bound) and
@@ -101,11 +105,31 @@ def tol_text(tol: float) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
+def pins(lower: Any, upper: Any, tol: float) -> Any:
+    """Does the bracket [lower, upper] pin σ_max to the relative precision ``tol``?
+
+    Its geometric midpoint m = √(lower·upper) then lies within ``tol`` of every σ in it:
+    σ/m and m/σ are at most √(upper/lower) <= 1 + tol. So a bracket closes at (1 + tol)²,
+    not (1 + tol): half the refinement (Lanczos products, torus cells) for the same
+    certified statement about the reported value. Floats or numpy arrays (elementwise)."""
+    return upper <= lower * (1 + tol) ** 2
+
+
+def pin_level(upper: Any, tol: float) -> Any:
+    """The lower bound at which a bracket ending at ``upper`` pins σ_max to ``tol``."""
+    return upper / (1 + tol) ** 2
+
+
+def midpoint(lower: float, upper: float) -> float:
+    """The geometric midpoint of a bracket, kept inside it against rounding."""
+    return min(max(math.sqrt(lower) * math.sqrt(upper), lower), upper)
+
+
 def guarantee_of(lower: float, upper: float, tol: float, *, converged: bool) -> Guarantee:
     """What a bracket [lower, upper] (and a Lanczos convergence flag) guarantees at ``tol``."""
     if upper <= lower * (1 + ROUNDING_WIDTH):
         return "exact"
-    if upper <= lower * (1 + tol):
+    if pins(lower, upper, tol):
         return "certified"
     return "converged" if converged else "bound"
 
@@ -123,11 +147,13 @@ def bracket_result(
 ) -> NormResult:
     """The NormResult of a certified bracket, with ``converged_value`` the Lanczos value when it
     converged to ``tol``: the value is the computed one for an exact or converged guarantee,
-    else the certified upper end."""
+    the bracket's midpoint when certified, else the certified upper end."""
     lower = min(lower, upper)
     guarantee = guarantee_of(lower, upper, tol, converged=converged_value is not None)
     value = upper
-    if guarantee == "exact":
+    if guarantee == "certified":
+        value = midpoint(lower, upper)
+    elif guarantee == "exact":
         value = lower if converged_value is None else min(max(converged_value, lower), upper)
     elif guarantee == "converged" and converged_value is not None:
         value = min(max(converged_value, lower), upper)

@@ -156,3 +156,27 @@ def test_an_unfinished_float32_phase_is_finished_by_arpack_in_float64(monkeypatc
     assert res.converged
     assert abs(res.sigma - 1.0) <= 1e-6
     assert res.lower <= 1.0 + 1e-12
+
+
+def test_the_acceptance_check_with_the_adjoint_gives_the_same_answer():
+    """With ``adjoint`` the float64 check forms AᵀAy as Aᵀ(Ay) from the one image (two products,
+    not three): same σ_max (numpy's SVD of a rectangular A), same residual up to rounding."""
+    rng = np.random.default_rng(5)
+    a = torch.from_numpy(rng.standard_normal((1300, 1200)))
+    want = float(np.linalg.svd(a.numpy(), compute_uv=False)[0])
+
+    def apply(x):
+        return x @ a.T
+
+    def adjoint(y):
+        return y @ a
+
+    def gram(x):
+        return adjoint(apply(x))
+
+    start = torch.zeros(1, 1200, dtype=torch.float64)
+    plain = lanczos.lanczos_sigma_max(apply, gram, start, tol=1e-8)
+    both = lanczos.lanczos_sigma_max(apply, gram, start, tol=1e-8, adjoint=adjoint)
+    assert plain.converged and both.converged
+    assert abs(both.sigma - want) <= 1e-8 * want and abs(plain.sigma - want) <= 1e-8 * want
+    assert both.residual == pytest.approx(plain.residual, rel=1e-6, abs=1e-13)

@@ -1,6 +1,7 @@
 """σ_max to the precision asked for: every bracket holds the dense truth, and no result is
-labelled tighter than it is (certified: the bracket is within tol; converged / exact: the value
-is within tol of the truth), for every geometry the engine supports, at several tolerances."""
+labelled tighter than it is (certified: the bracket is within (1 + tol)² and its geometric
+midpoint, the value, within tol of the truth; converged / exact: the value is within tol of the
+truth), for every geometry the engine supports, at several tolerances."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from oracle import dense_singular_values
 
 from convaudit.engine.api import operator_norm
-from convaudit.engine.results import EngineOptions
+from convaudit.engine.results import EngineOptions, midpoint, pins
 from convaudit.engine.sigma import lanczos
 
 SLACK = 1e-9  # rounding slack against the dense SVD
@@ -33,7 +34,8 @@ def assert_honest(res, want, tol):
     if res.guarantee == "exact":
         assert abs(res.value - want) <= 1e-8 * want
     elif res.guarantee == "certified":
-        assert res.upper <= res.lower * (1 + tol) and res.value == res.upper
+        assert res.upper <= res.lower * (1 + tol) ** 2
+        assert res.value == pytest.approx((res.lower * res.upper) ** 0.5, rel=1e-15)
         assert abs(res.value - want) <= tol * want * (1 + SLACK)
     elif res.guarantee == "converged":
         assert abs(res.value - want) <= tol * want * (1 + SLACK)
@@ -126,14 +128,20 @@ def test_large_grids_are_certified_by_the_bracket_alone(tol):
         assert res.guarantee == "certified" and "windowed wave packet (2 products)" in res.method
 
 
-def test_the_windowed_packet_is_a_tight_lower_bound():
+@pytest.mark.parametrize("ranked_in_float32", [False, True])
+def test_the_windowed_packet_is_a_tight_lower_bound(ranked_in_float32, monkeypatch):
     """The lower end before any Lanczos: ‖Ax‖ for the windowed packet, below the truth and
-    within 2e-4 of it on a 40x40 grid (the plain plane wave is ~1e-2 off)."""
+    within 2e-4 of it on a 40x40 grid (the plain plane wave is ~1e-2 off). Large operators
+    rank the candidates in float32 and measure the chosen one in float64: as certified."""
     from convaudit.engine.conv import Conv, LayerOperator
     from convaudit.engine.geometry import forward_geometry
     from convaudit.engine.runtime import runtime
+    from convaudit.engine.sigma import window
     from convaudit.engine.sigma.continuous import circular_upper
     from convaudit.engine.sigma.padded import _cheap_lower, bound_grid
+
+    if ranked_in_float32:
+        monkeypatch.setattr(window, "RANK_IN_FLOAT32", 1)
 
     kernel = np.random.default_rng(11).standard_normal((1, 1, 3, 3))
     grid = (40, 40)
@@ -144,7 +152,8 @@ def test_the_windowed_packet_is_a_tight_lower_bound():
     big, _ = bound_grid(op.geometry, "zeros")
     circ, _, used, _ = circular_upper(conv, big, rt)
     lower, x, products = _cheap_lower(op, circ, used, rt)
-    assert products == 2  # the packet's real and imaginary parts
+    # the packet's real and imaginary parts (and the chosen one again in float64)
+    assert products == (3 if ranked_in_float32 else 2)
     assert x is not None and abs(float(x.norm()) - 1) < 1e-12
     assert lower <= want * (1 + SLACK)
     assert lower >= want * (1 - 2e-4)
@@ -246,3 +255,19 @@ def test_thick_restart_stops_at_the_level_asked_for():
     assert bool(stopped[0]) and not bool(converged[0])
     y = ritz[0, 0] / ritz[0, 0].norm()
     assert float(y @ (diag * y)) >= 0.98 * (1 - 1e-12) and products < 100
+
+
+@given(
+    st.floats(1e-6, 1e6),
+    st.sampled_from([1e-2, 1e-4, 1e-6]),
+    st.floats(0, 1),
+    st.floats(0, 1),
+)
+def test_a_pinned_bracket_puts_its_midpoint_within_tol_of_any_value_in_it(lower, tol, a, b):
+    """The analytic rule behind 'certified': upper <= lower·(1 + tol)² leaves √(lower·upper)
+    within tol (relative) of every σ in [lower, upper]."""
+    upper = lower * (1 + tol) ** (2 * a)
+    sigma = lower * (upper / lower) ** b
+    assert pins(lower, upper, tol)
+    assert abs(midpoint(lower, upper) - sigma) <= tol * sigma * (1 + 1e-12)
+    assert not pins(lower, lower * (1 + tol) ** 2 * (1 + 1e-9), tol)

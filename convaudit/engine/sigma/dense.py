@@ -33,15 +33,20 @@ def dense_sigma_max(w: np.ndarray, rt: Runtime, *, certify: bool = False) -> Nor
     def apply(y: torch.Tensor) -> torch.Tensor:  # Wᵀy for a batch of row vectors y
         return y @ matrix
 
+    def adjoint(z: torch.Tensor) -> torch.Tensor:  # Wz for a batch of row vectors z
+        return z @ matrix.T
+
     def gram(y: torch.Tensor) -> torch.Tensor:
-        return (y @ matrix) @ matrix.T
+        return adjoint(apply(y))
 
     def fast_gram(y: torch.Tensor) -> torch.Tensor:
         return ((y.to(torch.float32) @ single) @ single.T).to(y.dtype)
 
     start = torch.zeros(1, matrix.shape[0], dtype=torch.float64)  # a seeded random start
     with torch.no_grad():
-        res = lanczos_sigma_max(apply, gram, start, tol=rt.tol, fast_gram=fast_gram)
+        res = lanczos_sigma_max(
+            apply, gram, start, tol=rt.tol, fast_gram=fast_gram, adjoint=adjoint
+        )
     upper, how = cheap, "upper: min(Frobenius, sqrt(norm1 x norm_inf))"
     if res.dense:  # small side: λ_max of the formed Gram matrix, exact up to rounding
         margin = 16 * matrix.shape[0] * float(np.finfo(np.float64).eps)

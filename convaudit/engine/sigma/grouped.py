@@ -20,7 +20,7 @@ import torch
 
 from convaudit.engine.conv import Conv, LayerOperator
 from convaudit.engine.operator import PaddedConv
-from convaudit.engine.results import NormResult, bracket_result
+from convaudit.engine.results import NormResult, bracket_result, pin_level, pins
 from convaudit.engine.runtime import Runtime
 from convaudit.engine.sigma.circular import group_bounds
 from convaudit.engine.sigma.lanczos import RESTART_BASIS, _thick_restart
@@ -54,7 +54,7 @@ def grouped_sigma_max(op: LayerOperator, rt: Runtime, *, exact: bool) -> NormRes
     method = f"per group ({conv.groups}): windowed wave packets; upper: circular bound on {where}"
     if gain != 1:
         method += f" x padding gain {gain:.4g}"
-    decided = upper <= lower * (1 + tol) or (
+    decided = pins(lower, upper, tol) or (
         rt.limit is not None and (upper <= rt.limit or lower > rt.limit)
     )
     if not exact or decided:
@@ -67,21 +67,21 @@ def grouped_sigma_max(op: LayerOperator, rt: Runtime, *, exact: bool) -> NormRes
             method=method,
             iterations=packet,
         )
-    # Groups that can still hold the maximum to within tol (and, for a gate, pass its limit).
-    level = lower * (1 + tol)
+    # Groups that can still leave the bracket open (and, for a gate, pass its limit).
+    level = lower * (1 + tol) ** 2
     if rt.limit is not None:
         level = max(level, rt.limit)
     open_groups = np.flatnonzero(upper_g > level)
     # each group stops once its own bracket closes (or it passes the limit)
-    stop = upper_g[open_groups] / (1 + tol)
+    stop = pin_level(upper_g[open_groups], tol)
     if rt.limit is not None:
         stop = np.minimum(stop, math.nextafter(rt.limit, math.inf))
     lowers, converged, values, steps = _refine(op, open_groups, starts, stop, tol, rt)
     lower_g[open_groups] = np.maximum(lower_g[open_groups], lowers)
     lower = min(float(lower_g.max()), upper)
     # Converged: every group that could exceed the final lower bound by tol is settled.
-    settled = converged | (upper_g[open_groups] <= lower_g[open_groups] * (1 + tol))
-    settled |= upper_g[open_groups] <= lower * (1 + tol)
+    settled = converged | pins(lower_g[open_groups], upper_g[open_groups], tol)
+    settled |= pins(lower, upper_g[open_groups], tol)
     value = None
     if bool(settled.all()):
         value = max(lower, float(values[converged].max()) if converged.any() else lower)

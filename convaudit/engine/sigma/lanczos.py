@@ -271,11 +271,14 @@ def _rayleigh(
     apply: Callable[[torch.Tensor], torch.Tensor],
     gram: Callable[[torch.Tensor], torch.Tensor],
     vec: torch.Tensor,
+    adjoint: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[float, float]:
-    """θ = ‖Ay‖²/‖y‖² and the relative residual ‖AᵀAy - θy‖/(θ‖y‖), in float64."""
+    """θ = ‖Ay‖²/‖y‖² and the relative residual ‖AᵀAy - θy‖/(θ‖y‖), in float64. With
+    ``adjoint`` (y -> Aᵀy) AᵀAy is Aᵀ of the image already formed: two products, not three
+    (a float64 CPU conv with a large kernel costs seconds)."""
     with torch.no_grad():
         image = apply(vec)
-        back = gram(vec)
+        back = gram(vec) if adjoint is None else adjoint(image)
     norm2 = float(vec.norm()) ** 2
     theta = float(image.norm()) ** 2 / max(norm2, 1e-300)
     residual = float((back - theta * vec).norm()) / max(theta * math.sqrt(norm2), 1e-300)
@@ -293,8 +296,10 @@ def lanczos_sigma_max(
     max_bytes: int = 1 << 30,
     lower_only: bool = False,
     stop_at: float | None = None,
+    adjoint: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> LanczosResult:
-    """σ_max of A from ``apply`` (x -> Ax) and ``gram`` (x -> AᵀAx) on a batch of one, float64.
+    """σ_max of A from ``apply`` (x -> Ax) and ``gram`` (x -> AᵀAx) on a batch of one, float64;
+    ``adjoint`` (y -> Aᵀy), where given, saves a product in each float64 acceptance check.
 
     ``start`` has the operator's input shape with a leading batch axis of 1. ``fast_gram`` is
     the same AᵀA in float32 (CPU: products 3-5x cheaper): the thick-restart Lanczos runs on it
@@ -333,7 +338,7 @@ def lanczos_sigma_max(
     block = ritz[0, : int(count[0])].to(like).reshape(-1, *start.shape[1:])
     vec = block[:1]
     if bool(stopped[0]) and stop_at is not None:
-        theta, residual = _rayleigh(apply, gram, vec)
+        theta, residual = _rayleigh(apply, gram, vec, adjoint)
         lower = math.sqrt(max(theta, 0.0))
         if lower >= stop_at:
             return LanczosResult(lower, residual, False, products + 1, reached=True)
@@ -344,7 +349,7 @@ def lanczos_sigma_max(
             # target tol: half the acceptance residual below, measured 15 % faster
             vec, used = _block_polish(gram, block, tol, most)
             products += used
-    theta, residual = _rayleigh(apply, gram, vec)
+    theta, residual = _rayleigh(apply, gram, vec, adjoint)
     products += 1
     # An eigenvalue lies within residual·θ of θ, so a σ within ~residual/2 of √θ.
     converged = converged and residual <= 2 * tol
@@ -360,7 +365,7 @@ def lanczos_sigma_max(
         products += used
         vec = torch.from_numpy(np.ascontiguousarray(arpack_ritz[:1])).to(like)
         vec = vec.reshape(1, *start.shape[1:])
-        theta, residual = _rayleigh(apply, gram, vec)
+        theta, residual = _rayleigh(apply, gram, vec, adjoint)
         products += 1
         converged = converged and residual <= 2 * tol
     lower = math.sqrt(max(theta, 0.0))

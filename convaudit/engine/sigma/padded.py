@@ -10,9 +10,9 @@ Zero, reflect and replicate padding, and circular padding outside the exact geom
   this factor is the honest price of certainty.
 - **Certified lower bound, one product.** The windowed wave packet around the circular
   maximiser (:mod:`window`): ‖Ax‖ for a unit x.
-- **To the precision asked for** (``rt.tol``): when upper <= lower·(1 + tol) the bracket itself
-  certifies σ_max to tol and nothing more runs (large grids, where the circular bound is
-  within O((k/n)²) of the truth). Otherwise Lanczos on AᵀA for the real operator and its
+- **To the precision asked for** (``rt.tol``): when upper <= lower·(1 + tol)² the bracket
+  itself pins σ_max to tol (its midpoint, :func:`results.pins`) and nothing more runs (large
+  grids, where the circular bound is within O((k/n)²) of the truth). Otherwise Lanczos on AᵀA for the real operator and its
   adjoint (``lanczos.py``: dense LAPACK for small operators, else a thick-restart Lanczos
   tracking the top few Ritz values) from the best candidate, until either its lower bound
   closes the bracket or its float64 residual says it converged to tol. With a gate's limit
@@ -29,7 +29,7 @@ import torch
 from convaudit.engine.conv import LayerOperator
 from convaudit.engine.geometry import ConvGeometry, forward_geometry
 from convaudit.engine.operator import PaddedConv, most_reads
-from convaudit.engine.results import NormResult, bracket_result
+from convaudit.engine.results import NormResult, bracket_result, pin_level, pins
 from convaudit.engine.runtime import Runtime
 from convaudit.engine.sigma.circular import CircularNorm
 from convaudit.engine.sigma.continuous import circular_upper
@@ -103,15 +103,15 @@ def _cheap_lower(
 
 
 def _decided(lower: float, upper: float, rt: Runtime) -> bool:
-    """Nothing more is needed: the bracket is within tol, or on one side of the gate's limit."""
-    if upper <= lower * (1 + rt.tol):
+    """Nothing more is needed: the bracket pins σ_max to tol, or lies on one side of the gate's limit."""
+    if pins(lower, upper, rt.tol):
         return True
     return rt.limit is not None and (upper <= rt.limit or lower > rt.limit)
 
 
 def _stop_level(upper: float, rt: Runtime) -> float:
     """The lower bound at which refinement can stop: the bracket closes, or the limit is passed."""
-    level = upper / (1 + rt.tol)
+    level = pin_level(upper, rt.tol)
     if rt.limit is not None and rt.limit < upper:
         level = min(level, math.nextafter(rt.limit, math.inf))
     return level
@@ -179,13 +179,13 @@ def padded_sigma_max(
             res = lanczos_sigma_max(
                 op.adjoint, op.cogram, op.apply(start), tol=tol,
                 fast_gram=op32.cogram if op32 is not None else None, max_bytes=rt.max_memory // 4,
-                lower_only=lower_only, stop_at=stop_at,
+                lower_only=lower_only, stop_at=stop_at, adjoint=op.apply,
             )  # fmt: skip
         else:
             res = lanczos_sigma_max(
                 op.apply, op.gram, start, tol=tol,
                 fast_gram=op32.gram if op32 is not None else None, max_bytes=rt.max_memory // 4,
-                lower_only=lower_only, stop_at=stop_at,
+                lower_only=lower_only, stop_at=stop_at, adjoint=op.adjoint,
             )  # fmt: skip
     lower = max(lower, min(res.lower, upper))
     if res.dense:  # λ_max of the formed AᵀA: exact up to its rounding
