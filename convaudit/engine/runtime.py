@@ -30,10 +30,32 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _runnable_others(path: str = "/proc/loadavg", samples: int = 5) -> int:
-    """Other tasks running or ready to run right now: the kernel's count of runnable tasks
-    (the 4th field of /proc/loadavg, which includes the reader), the least of a few samples
-    2 ms apart so that a passing task is not counted. 0 where the OS does not say."""
+def _own_running(tasks: str = "/proc/self/task") -> int:
+    """This process's threads running or ready to run now (the reader included): torch's
+    OpenMP workers spin for a while after every parallel region, and are no neighbours."""
+    try:
+        names = os.listdir(tasks)
+    except OSError:
+        return 1
+    count = 0
+    for name in names:
+        try:
+            with open(os.path.join(tasks, name, "stat"), encoding="ascii") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue  # a thread that ended meanwhile
+        count += state == "R"
+    return max(count, 1)
+
+
+def _runnable_others(
+    path: str = "/proc/loadavg", samples: int = 5, own: Callable[[], int] = _own_running
+) -> int:
+    """Other processes' tasks running or ready to run right now: the kernel's count of
+    runnable tasks (the 4th field of /proc/loadavg) less this process's own (``own``: the
+    reader and its spinning OpenMP workers, which counted as neighbours made every layer after
+    the first run on one thread), the least of a few samples 2 ms apart so that a passing task
+    is not counted. 0 where the OS does not say."""
     least = None
     for i in range(samples):
         try:
@@ -41,10 +63,11 @@ def _runnable_others(path: str = "/proc/loadavg", samples: int = 5) -> int:
                 running = int(f.read().split()[3].split("/")[0])
         except (OSError, ValueError, IndexError):
             return 0
-        least = running if least is None else min(least, running)
+        others = max(0, running - own())
+        least = others if least is None else min(least, others)
         if i + 1 < samples:
             time.sleep(0.002)
-    return max(0, (least or 1) - 1)
+    return least or 0
 
 
 def free_cores() -> int:

@@ -271,3 +271,33 @@ def test_a_pinned_bracket_puts_its_midpoint_within_tol_of_any_value_in_it(lower,
     assert pins(lower, upper, tol)
     assert abs(midpoint(lower, upper) - sigma) <= tol * sigma * (1 + 1e-12)
     assert not pins(lower, lower * (1 + tol) ** 2 * (1 + 1e-9), tol)
+
+
+def test_the_window_is_skipped_where_its_eigenproblems_outweigh_the_products():
+    """Many channels on a small grid (512 at 7x7): the packet's channel eigenproblems cost more
+    than 10 products and the bracket stays wide anyway; 64 channels at 56x56: it pays."""
+    from convaudit.engine.conv import Conv, LayerOperator
+    from convaudit.engine.geometry import forward_geometry
+    from convaudit.engine.sigma.padded import window_pays
+
+    def layer(channels, n):
+        conv = Conv(torch.zeros(channels, channels, 3, 3, dtype=torch.float64), (1, 1), (1, 1), 1)
+        geometry = forward_geometry((n, n), (3, 3), (1, 1), (1, 1), ((1, 1),) * 2)
+        return LayerOperator(conv, geometry, "zeros")
+
+    assert not window_pays(layer(512, 7))
+    assert window_pays(layer(64, 56)) and window_pays(layer(64, 256))
+
+
+def test_a_layer_without_the_window_keeps_an_honest_bracket(monkeypatch):
+    """Lanczos from its seeded random vector alone (no packet): the bracket still holds the
+    dense truth and is labelled no tighter than it is."""
+    from convaudit.engine.sigma import padded
+
+    monkeypatch.setattr(padded, "window_pays", lambda op: False)
+    kernel = np.random.default_rng(8).standard_normal((3, 2, 3, 3))
+    want = truth(kernel, (24, 24), stride=1, pads=((1, 1), (1, 1)))
+    for tol in (1e-4, 1e-6):
+        res = operator_norm(kernel, (24, 24), padding=1, tol=tol)
+        assert_honest(res, want, tol)
+        assert "windowed" not in res.method

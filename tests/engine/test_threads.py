@@ -16,9 +16,30 @@ def _loadavg(tmp_path, running: int):
 
 
 def test_runnable_others_from_the_kernel_count(tmp_path):
-    assert runtime_module._runnable_others(_loadavg(tmp_path, 1), samples=2) == 0  # ourselves
-    assert runtime_module._runnable_others(_loadavg(tmp_path, 3), samples=2) == 2
+    def others(running, own=1):
+        path = _loadavg(tmp_path, running)
+        return runtime_module._runnable_others(path, samples=2, own=lambda: own)
+
+    assert others(1) == 0  # ourselves
+    assert others(3) == 2
+    # our own spinning OpenMP workers are no neighbours
+    assert others(3, own=3) == 0 and others(4, own=2) == 2
     assert runtime_module._runnable_others(str(tmp_path / "absent"), samples=2) == 0
+
+
+def test_own_running_threads_from_the_task_states(tmp_path):
+    """Threads in state R are counted, sleeping ones not; a name may hold spaces and ')'."""
+    for tid, line in {
+        "101": "101 (python) R 1 101 101 0 -1",
+        "102": "102 (omp worker) S 1 101 101 0 -1",
+        "103": "103 (odd) name)) R 1 101 101 0 -1",
+        "104": "104 (pt_main) D 1 101 101 0 -1",
+    }.items():
+        (tmp_path / tid).mkdir()
+        (tmp_path / tid / "stat").write_text(line + "\n", encoding="ascii")
+    (tmp_path / "105").mkdir()  # a thread that ended while we read: no stat
+    assert runtime_module._own_running(str(tmp_path)) == 2
+    assert runtime_module._own_running(str(tmp_path / "absent")) == 1
 
 
 def test_threads_follow_the_free_cores(monkeypatch):
