@@ -6,6 +6,7 @@ the certified bound the network-level Lipschitz bound multiplies.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -130,8 +131,32 @@ def analyse_layer(
     size-independent bound S. NaN/Inf weights give status "non-finite" and no numbers.
     """
     rt = runtime(options)
+    if options.threads is None and rt.threads > 1 and product_work(layer) < ONE_THREAD_BELOW:
+        rt = dataclasses.replace(rt, threads=1)
     with engine_threads(rt):
         return _analyse_layer(layer, full, fold_bn, sigma, options, rt)
+
+
+#: multiply-adds of one operator product under which a layer runs on one thread: measured on
+#: the 101 layers of YOLO11n-seg at 320 (2-core VM), layers under 5e7 ran 1.2-15x faster on one
+#: thread than on two (each product's fork/join costs more than it shares), those over 6e7
+#: 1.1-1.6x slower (benchmarks/README.md)
+ONE_THREAD_BELOW = 5e7
+
+
+def product_work(layer: ConvLayer | DenseLayer) -> float:
+    """Multiply-adds of one product with the layer's operator; inf where it is no guide to
+    the threads' worth (no input size, grouped)."""
+    if isinstance(layer, DenseLayer):
+        return 2.0 * layer.weight.size
+    if layer.input_size is None or layer.groups > 1:
+        # no size: S; grouped: every group's Lanczos batched in one product (measured on
+        # Conv-TasNet's depthwise layers: faster on two threads)
+        return math.inf
+    pixels = float(math.prod(layer.input_size))
+    if not layer.transposed:
+        pixels /= math.prod(layer.stride)
+    return 2.0 * layer.kernel.size * pixels
 
 
 def _analyse_layer(

@@ -110,8 +110,8 @@ def pins(lower: Any, upper: Any, tol: float) -> Any:
 
     Its geometric midpoint m = √(lower·upper) then lies within ``tol`` of every σ in it:
     σ/m and m/σ are at most √(upper/lower) <= 1 + tol. So a bracket closes at (1 + tol)²,
-    not (1 + tol): half the refinement (Lanczos products, torus cells) for the same
-    certified statement about the reported value. Floats or numpy arrays (elementwise)."""
+    not (1 + tol): less refinement (Lanczos products) for the same certified statement about
+    the reported value. Floats or numpy arrays (elementwise)."""
     return upper <= lower * (1 + tol) ** 2
 
 

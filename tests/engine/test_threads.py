@@ -63,3 +63,51 @@ def test_intra_op_threads_are_restored():
     with engine_threads(rt):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def test_small_layers_run_on_one_thread(monkeypatch):
+    """A layer whose operator products are cheap (under ONE_THREAD_BELOW multiply-adds) runs on
+    one thread whatever the free cores; a large one, or one of unknown size, on all of them;
+    an explicit ``threads`` is kept."""
+    import math
+    from dataclasses import replace
+
+    import numpy as np
+
+    from convaudit.engine import layer as layer_module
+    from convaudit.ir import ConvLayer, DenseLayer
+
+    def conv(channels, n, stride=1, size=True):
+        return ConvLayer(
+            name="c", kernel=np.zeros((channels, channels, 3, 3), np.float32),
+            stride=(stride, stride), dilation=(1, 1), padding=((1, 1), (1, 1)),
+            input_size=(n, n) if size else None,
+        )  # fmt: skip
+
+    # analytic: 2·c_out·c_in·9 per output pixel
+    assert layer_module.product_work(conv(16, 32)) == 2 * 16 * 16 * 9 * 32 * 32
+    assert layer_module.product_work(conv(16, 32, stride=2)) == 2 * 16 * 16 * 9 * 16 * 16
+    assert layer_module.product_work(conv(16, 32, size=False)) == math.inf
+    grouped = ConvLayer(
+        name="g", kernel=np.zeros((16, 1, 3, 3), np.float32), stride=(1, 1), dilation=(1, 1),
+        padding=((1, 1), (1, 1)), groups=16, input_size=(32, 32),
+    )  # fmt: skip
+    assert layer_module.product_work(grouped) == math.inf  # its groups batched: threads pay
+    dense = DenseLayer("d", np.zeros((4, 1280), np.float32))
+    assert layer_module.product_work(dense) == 2 * 4 * 1280
+
+    seen = []
+    # two free cores, whatever this machine has
+    monkeypatch.setattr(
+        layer_module,
+        "runtime",
+        lambda options: replace(runtime(options), threads=options.threads or 2),
+    )
+    monkeypatch.setattr(
+        layer_module, "_analyse_layer", lambda layer, *a: seen.append(a[-1].threads)
+    )
+    layer_module.analyse_layer(conv(16, 32))  # 4.7e6 multiply-adds a product
+    layer_module.analyse_layer(conv(64, 256))  # 4.8e9
+    layer_module.analyse_layer(conv(16, 32, size=False))
+    layer_module.analyse_layer(conv(16, 32), options=EngineOptions(threads=2))
+    assert seen == [1, 2, 2, 2]

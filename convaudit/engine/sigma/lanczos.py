@@ -19,8 +19,9 @@ from the best vector: a slower, independent second method.
 Speed (CPU): the products run in float32 (``fast_gram``, 3-5x cheaper) down to ``tol`` itself
 (``FAST_TOL`` at the least: float32 rounding stalls Lanczos not far below), then, for tol below
 ``POLISH_BELOW``, a float64 block Lanczos from the top Ritz vectors checks and, if needed,
-finishes; the acceptance test is always float64. The restarted Lanczos stops when its top two Ritz pairs have converged, where
-ARPACK waits for all ``WANTED``: on ResNet-50 a third fewer products (benchmarks/README.md).
+finishes; the acceptance test is always float64 (two products: Ay, then Aᵀ of it, where the
+caller gives the adjoint). The restarted Lanczos stops when its top two Ritz pairs have
+converged, where ARPACK waits for all ``WANTED``: on ResNet-50 a third fewer products (benchmarks/README.md).
 Its reorthogonalisation costs about as much per product as ARPACK's (both are memory-bound).
 ARPACK's own BLAS runs on one thread: OpenBLAS workers spinning between its calls starved
 torch's conv threads (products measured 2-3x slower).
@@ -304,8 +305,8 @@ def lanczos_sigma_max(
     ``start`` has the operator's input shape with a leading batch axis of 1. ``fast_gram`` is
     the same AᵀA in float32 (CPU: products 3-5x cheaper): the thick-restart Lanczos runs on it
     first, to ``tol`` but not below ``FAST_TOL``, and (below ``POLISH_BELOW``) a float64 block
-    Lanczos from its top Ritz vectors finishes (its basis within ``max_bytes``); without it, the thick-restart
-    Lanczos runs in float64 to ``tol``. The result is accepted only if its float64 residual
+    Lanczos from its top Ritz vectors finishes (its basis within ``max_bytes``); without it,
+    the thick-restart Lanczos runs in float64 to ``tol``. The result is accepted only if its float64 residual
     ‖AᵀAy - θy‖ <= 2·tol·θ (an eigenvalue within 2·tol·θ of θ: σ within tol); otherwise
     ARPACK runs in float64, from that vector. With ``lower_only`` the first run's Ritz vector
     gives the (float64, certified) lower bound and nothing more is spent on convergence.

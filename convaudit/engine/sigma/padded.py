@@ -9,14 +9,16 @@ Zero, reflect and replicate padding, and circular padding outside the exact geom
   PᵀP is the diagonal of copy counts). Reflect/replicate CAN amplify beyond the circular value:
   this factor is the honest price of certainty.
 - **Certified lower bound, one product.** The windowed wave packet around the circular
-  maximiser (:mod:`window`): ‖Ax‖ for a unit x.
+  maximiser (:mod:`window`): ‖Ax‖ for a unit x; skipped where its channel eigenproblems
+  outweigh the products it could save (:func:`window_pays`).
 - **To the precision asked for** (``rt.tol``): when upper <= lower·(1 + tol)² the bracket
   itself pins σ_max to tol (its midpoint, :func:`results.pins`) and nothing more runs (large
-  grids, where the circular bound is within O((k/n)²) of the truth). Otherwise Lanczos on AᵀA for the real operator and its
-  adjoint (``lanczos.py``: dense LAPACK for small operators, else a thick-restart Lanczos
-  tracking the top few Ritz values) from the best candidate, until either its lower bound
-  closes the bracket or its float64 residual says it converged to tol. With a gate's limit
-  (``rt.limit``) it also stops once the bracket lies on one side of the limit.
+  grids, where the circular bound is within O((k/n)²) of the truth). Otherwise Lanczos on
+  AᵀA for the real operator and its adjoint (``lanczos.py``: dense LAPACK for small
+  operators, else a thick-restart Lanczos tracking the top few Ritz values) from the best
+  candidate, until either its lower bound closes the bracket or its float64 residual says it
+  converged to tol. With a gate's limit (``rt.limit``) it also stops once the bracket lies on
+  one side of the limit.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ def sub_geometry(geometry: ConvGeometry, scale: float) -> ConvGeometry | None:
 
 #: the windowed packet is skipped where its channel eigenproblems cost more than this many
 #: products of the operator: many channels on a small grid (a 512-channel 3x3 layer at 7x7:
-#: 1 s, 40% of its Lanczos), where the bracket stays far wider than any tol anyway
+#: 1 s, more than its whole Lanczos), where the bracket stays far wider than any tol anyway
 WINDOW_MAX_PRODUCTS = 10
 
 
@@ -123,7 +125,8 @@ def _cheap_lower(
 
 
 def _decided(lower: float, upper: float, rt: Runtime) -> bool:
-    """Nothing more is needed: the bracket pins σ_max to tol, or lies on one side of the gate's limit."""
+    """Nothing more is needed: the bracket pins σ_max to tol, or lies on one side of the gate's
+    limit."""
     if pins(lower, upper, rt.tol):
         return True
     return rt.limit is not None and (upper <= rt.limit or lower > rt.limit)
