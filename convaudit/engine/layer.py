@@ -138,9 +138,9 @@ def analyse_layer(
 
 
 #: multiply-adds of one operator product under which a layer runs on one thread: measured on
-#: the 101 layers of YOLO11n-seg at 320 (2-core VM), layers under 5e7 ran 1.2-15x faster on one
-#: thread than on two (each product's fork/join costs more than it shares), those over 6e7
-#: 1.1-1.6x slower (benchmarks/README.md)
+#: YOLO11n-seg at 320 (2-core VM), its layers under 5e7 ran 1.2-15x faster on one thread than on
+#: two but for two exceptions (each product's fork/join costs more than it shares), those over
+#: 1e8 1.1-1.6x slower (benchmarks/README.md)
 ONE_THREAD_BELOW = 5e7
 
 
