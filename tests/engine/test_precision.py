@@ -148,7 +148,7 @@ def test_the_windowed_packet_is_a_tight_lower_bound(ranked_in_float32, monkeypat
     want = truth(kernel, grid, stride=1, pads=((1, 1), (1, 1)))
     conv = Conv(torch.as_tensor(kernel), (1, 1), (1, 1), 1)
     op = LayerOperator(conv, forward_geometry(grid, (3, 3), (1, 1), (1, 1), ((1, 1),) * 2), "zeros")
-    rt = runtime(EngineOptions())
+    rt = runtime(EngineOptions(tol=1e-3))  # a tol at which the packet can close the bracket
     big, _ = bound_grid(op.geometry, "zeros")
     circ, _, used, _ = circular_upper(conv, big, rt)
     lower, x, products = _cheap_lower(op, circ, used, rt)
@@ -273,9 +273,10 @@ def test_a_pinned_bracket_puts_its_midpoint_within_tol_of_any_value_in_it(lower,
     assert not pins(lower, lower * (1 + tol) ** 2 * (1 + 1e-9), tol)
 
 
-def test_the_window_is_skipped_where_its_eigenproblems_outweigh_the_products():
+def test_the_window_is_built_only_where_it_can_close_the_bracket_cheaply():
     """Many channels on a small grid (512 at 7x7): the packet's channel eigenproblems cost more
-    than 10 products and the bracket stays wide anyway; 64 channels at 56x56: it pays."""
+    than 10 products and the bracket stays wide anyway; 64 channels at 56x56 and tol 1e-4: it
+    pays; the same at 1e-6, or at 28x28, cannot close the bracket."""
     from convaudit.engine.conv import Conv, LayerOperator
     from convaudit.engine.geometry import forward_geometry
     from convaudit.engine.sigma.padded import window_pays
@@ -285,8 +286,10 @@ def test_the_window_is_skipped_where_its_eigenproblems_outweigh_the_products():
         geometry = forward_geometry((n, n), (3, 3), (1, 1), (1, 1), ((1, 1),) * 2)
         return LayerOperator(conv, geometry, "zeros")
 
-    assert not window_pays(layer(512, 7))
-    assert window_pays(layer(64, 56)) and window_pays(layer(64, 256))
+    assert not window_pays(layer(512, 7), 1e-4)
+    assert window_pays(layer(64, 56), 1e-4) and window_pays(layer(64, 256), 1e-4)
+    # a grid too coarse for the bracket to close at tol: the packet would only seed Lanczos
+    assert not window_pays(layer(64, 56), 1e-6) and not window_pays(layer(64, 28), 1e-4)
 
 
 def test_a_layer_without_the_window_keeps_an_honest_bracket(monkeypatch):
@@ -294,7 +297,7 @@ def test_a_layer_without_the_window_keeps_an_honest_bracket(monkeypatch):
     dense truth and is labelled no tighter than it is."""
     from convaudit.engine.sigma import padded
 
-    monkeypatch.setattr(padded, "window_pays", lambda op: False)
+    monkeypatch.setattr(padded, "window_pays", lambda op, tol: False)
     kernel = np.random.default_rng(8).standard_normal((3, 2, 3, 3))
     want = truth(kernel, (24, 24), stride=1, pads=((1, 1), (1, 1)))
     for tol in (1e-4, 1e-6):
