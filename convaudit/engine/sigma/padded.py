@@ -36,7 +36,7 @@ from convaudit.engine.runtime import Runtime
 from convaudit.engine.sigma.circular import CircularNorm
 from convaudit.engine.sigma.continuous import circular_upper
 from convaudit.engine.sigma.lanczos import lanczos_sigma_max
-from convaudit.engine.sigma.window import window_lower
+from convaudit.engine.sigma.window import plane_wave_start, window_lower
 from convaudit.engine.spectrum.fourier import alias_grid
 from convaudit.errors import UnsupportedLayerError
 
@@ -132,10 +132,10 @@ def _cheap_lower(
     """The windowed wave packet's certified lower bound around the circular maximiser (a
     frequency of the grid ``used``), and its unit vector; (0, None, 0) where it does not pay
     (:func:`window_pays`): Lanczos then starts from its seeded random vector."""
-    if not window_pays(op, rt.tol):
-        return 0.0, None, 0
     alias = np.asarray(alias_grid(used, op.conv.stride), dtype=np.float64)
     phi = np.asarray(circ.frequency, dtype=np.float64) / alias
+    if not window_pays(op, rt.tol):
+        return 0.0, plane_wave_start(op, phi, circ.group, circ.vector), 0
     return window_lower(op, phi, circ.group, 0.5 / alias, rt.max_memory // 4)
 
 

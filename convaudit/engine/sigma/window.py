@@ -182,6 +182,24 @@ def group_rayleigh(
     return ratio, image
 
 
+def plane_wave_start(
+    op: LayerOperator, phi: np.ndarray, group: int, vector: np.ndarray
+) -> torch.Tensor:
+    """A Lanczos seed without any eigenproblem: the circular top right singular vector
+    ``vector`` (complex, ``c_in/g·prod(s)``) at ``phi`` (alias cycles, ``(nd,)``) as the real
+    part of its plane wave on the layer's grid, in its group's channels ``(1, c_in, *grid)``."""
+    conv, geometry = op.conv, op.geometry
+    stride = np.asarray(conv.stride, dtype=np.float64)
+    coords = [np.arange(n) + t for n, t in zip(geometry.grid, geometry.before, strict=True)]
+    wave = np.zeros((1, conv.shape[1], *geometry.grid), dtype=np.complex128)
+    v = np.asarray(vector, dtype=np.complex128).reshape(1, -1)
+    _add_waves(wave, 1.0, v, np.asarray(phi, dtype=np.float64)[None], _aliases(conv.stride),
+               stride, coords)  # fmt: skip
+    out = np.zeros((conv.groups, conv.shape[1], *geometry.grid))
+    out[group] = wave[0].real
+    return torch.from_numpy(out.reshape(1, conv.c_in, *geometry.grid))
+
+
 #: inputs from which the candidates are ranked in float32 (one float64 product, not one each)
 RANK_IN_FLOAT32 = 1 << 16
 
