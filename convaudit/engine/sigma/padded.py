@@ -103,8 +103,8 @@ WINDOW_MAX_PRODUCTS = 10
 #: the packet is built only where Σ_ax (reach_ax/n_ax)² <= WINDOW_REACH·tol: where the bracket
 #: can close. Its width (the circular bound on the enlarged grid above, the packet below) is
 #: about a tenth of that sum (a 64-channel 3x3 layer: 1.9e-4 at 64x64, 4.6e-5 at 128x128);
-#: elsewhere the packet only seeds Lanczos, and on ResNet-50's layers a random seed did as
-#: well for less (256 channels at 14x14: 1.16 -> 0.74 s at tol 1e-6, 1.06 -> 0.63 s at 1e-4)
+#: elsewhere the packet only seeds Lanczos, and on ResNet-50's layers the plain plane wave of
+#: the circular top vector seeds as well for less (256 channels at 14x14: 1.16 -> 0.73 s)
 WINDOW_REACH = 50
 
 
@@ -130,8 +130,9 @@ def _cheap_lower(
     op: LayerOperator, circ: CircularNorm, used: tuple[int, ...], rt: Runtime
 ) -> tuple[float, torch.Tensor | None, int]:
     """The windowed wave packet's certified lower bound around the circular maximiser (a
-    frequency of the grid ``used``), and its unit vector; (0, None, 0) where it does not pay
-    (:func:`window_pays`): Lanczos then starts from its seeded random vector."""
+    frequency of the grid ``used``), and its unit vector; where it does not pay
+    (:func:`window_pays`), no lower bound and the plane wave of the circular top vector as the
+    Lanczos seed."""
     alias = np.asarray(alias_grid(used, op.conv.stride), dtype=np.float64)
     phi = np.asarray(circ.frequency, dtype=np.float64) / alias
     if not window_pays(op, rt.tol):
