@@ -68,10 +68,10 @@ def grouped_sigma_max(op: LayerOperator, rt: Runtime, *, exact: bool) -> NormRes
             iterations=packet,
         )
     # Groups that can still leave the bracket open (and, for a gate, pass its limit).
-    level = lower * (1 + tol) ** 2
+    still_open = ~pins(lower, upper_g, tol)
     if rt.limit is not None:
-        level = max(level, rt.limit)
-    open_groups = np.flatnonzero(upper_g > level)
+        still_open &= upper_g > rt.limit
+    open_groups = np.flatnonzero(still_open)
     # each group stops once its own bracket closes (or it passes the limit)
     stop = pin_level(upper_g[open_groups], tol)
     if rt.limit is not None:
