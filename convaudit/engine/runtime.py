@@ -259,8 +259,9 @@ def run_chunks(
     """Run ``work`` over the chunks, on worker threads on CPU (torch releases the GIL inside
     LAPACK), reporting progress in chunk order. Results come back in chunk order.
 
-    With several workers, torch's own intra-op threads are set to 1 meanwhile: LAPACK on small
-    matrices does not use them well, and workers x OpenMP threads would oversubscribe the cores.
+    With several workers, torch's own intra-op threads and numpy's BLAS threads are set to 1
+    meanwhile: LAPACK on small matrices does not use them well, and workers x OpenMP (or
+    OpenBLAS) threads would oversubscribe the cores.
     ``distributable``: ``work`` is a pure, picklable function of its chunk, so a
     :class:`ChunkPool` in context may run the chunks elsewhere.
     """
@@ -270,15 +271,16 @@ def run_chunks(
     results: list[T] = []
     total = len(parts)
     if rt.threads <= 1 or total <= 1:
-        for i, part in enumerate(parts):
-            results.append(work(part))
-            if progress is not None:
-                progress(i + 1, total, what)
+        with blas_threads(rt.threads):
+            for i, part in enumerate(parts):
+                results.append(work(part))
+                if progress is not None:
+                    progress(i + 1, total, what)
         return results
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with ThreadPoolExecutor(max_workers=rt.threads) as pool:
+        with single_threaded_blas(), ThreadPoolExecutor(max_workers=rt.threads) as pool:
             for i, result in enumerate(pool.map(work, parts)):
                 results.append(result)
                 if progress is not None:

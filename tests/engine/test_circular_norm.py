@@ -15,7 +15,8 @@ from convaudit.engine.results import EngineOptions
 from convaudit.engine.runtime import runtime
 from convaudit.engine.sigma import circular as circular_norm
 from convaudit.engine.sigma.circular import _certify_below, _lanczos_top, circular_sigma_max
-from convaudit.engine.sigma.gram_lags import evaluate_gram, lag_gram
+from convaudit.engine.sigma import gram_lags
+from convaudit.engine.sigma.gram_lags import evaluate_gram, lag_gram, phase_sum
 from convaudit.engine.spectrum.frequencies import alias_frequencies, frequency_block
 
 RT = runtime(EngineOptions())
@@ -106,6 +107,22 @@ def test_lag_gram_eigenvalues_are_the_squared_spectrum(case):
     want = circular_singular_values(kernel, grid, stride=stride, dilation=dilation, groups=groups)
     want = np.sort(want)[::-1] ** 2  # compared squared: the Gram matrix squares the spectrum
     assert np.max(np.abs(got[: want.size] - want)) <= 1e-10 * max(float(want[0]), 1e-300)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("block", [1 << 17, 600])  # one column block; many, with a ragged end
+def test_phase_sum_is_the_complex_combination(monkeypatch, dtype, block):
+    """Σ_l exp(iθ)[f, l]·H[l], written block by block in place, equals the plain complex
+    product (numpy's complex matmul on exp(iθ), a different route to the same sum)."""
+    monkeypatch.setattr(gram_lags, "PHASE_BLOCK", block)
+    rng = np.random.default_rng(3)
+    flat = rng.standard_normal((7, 2 * 1000 + 37)).astype(dtype)
+    angle = rng.uniform(-7, 7, (5, 7))
+    got = phase_sum(np.cos(angle), np.sin(angle), torch.from_numpy(flat)).numpy()
+    want = np.exp(1j * angle) @ flat.astype(np.float64)
+    assert got.dtype == (np.complex128 if dtype == np.float64 else np.complex64)
+    scale = np.abs(flat).sum(0).max()
+    assert np.abs(got - want).max() <= (1e-13 if dtype == np.float64 else 1e-5) * scale
 
 
 @pytest.mark.parametrize(

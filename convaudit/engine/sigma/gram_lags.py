@@ -125,12 +125,7 @@ def evaluate_gram(gram: LagGram, freqs: np.ndarray) -> torch.Tensor:
     period = np.asarray(gram.period, dtype=np.int64)
     cells = (freqs[:, None, :] * gram.lags[None, :, :]) % period  # (F, L, nd), exact integers
     angle = -2 * np.pi * (cells / period).sum(-1)  # (F, L)
-    coeff = gram.coefficients
-    flat = coeff.reshape(coeff.shape[0], -1)
-    cos = torch.from_numpy(np.cos(angle)).to(device=coeff.device, dtype=coeff.dtype)
-    sin = torch.from_numpy(np.sin(angle)).to(device=coeff.device, dtype=coeff.dtype)
-    out = torch.complex(cos @ flat, sin @ flat)
-    return out.reshape(len(freqs), *coeff.shape[1:])
+    return _evaluate(gram.coefficients, angle)
 
 
 def evaluate_gram_at(gram: LagGram, nu: np.ndarray) -> torch.Tensor:
@@ -138,9 +133,38 @@ def evaluate_gram_at(gram: LagGram, nu: np.ndarray) -> torch.Tensor:
     phase exp(-i⟨ν, j⟩); ν = 2πm/M gives :func:`evaluate_gram` at m): complex
     ``(F, groups, n, n)``, Hermitian."""
     angle = -(np.asarray(nu, dtype=np.float64) @ gram.lags.T.astype(np.float64))  # (F, L)
-    coeff = gram.coefficients
+    return _evaluate(gram.coefficients, angle)
+
+
+def _evaluate(coeff: torch.Tensor, angle: np.ndarray) -> torch.Tensor:
     flat = coeff.reshape(coeff.shape[0], -1)
-    cos = torch.from_numpy(np.cos(angle)).to(device=coeff.device, dtype=coeff.dtype)
-    sin = torch.from_numpy(np.sin(angle)).to(device=coeff.device, dtype=coeff.dtype)
-    out = torch.complex(cos @ flat, sin @ flat)
+    out = phase_sum(np.cos(angle), np.sin(angle), flat)
     return out.reshape(len(angle), *coeff.shape[1:])
+
+
+#: real entries of one column block of :func:`phase_sum`'s product (1 MiB: stays in cache)
+PHASE_BLOCK = 1 << 17
+
+
+def phase_sum(cos: np.ndarray, sin: np.ndarray, flat: torch.Tensor) -> torch.Tensor:
+    """Σ_l (cos + i·sin)[f, l]·flat[l]: the complex ``(F, N)`` combination of the real rows of
+    ``flat`` ``(L, N)`` with the phases of ``F`` points.
+
+    On CPU it is numpy's GEMM over column blocks that stay in cache, the real and imaginary
+    parts written in place: with an inner dimension as short as a kernel's lags (25 for 3x3),
+    torch's CPU matmul was measured 3-5x slower (one complex product or two real ones)."""
+    if flat.device.type != "cpu":
+        c = torch.from_numpy(cos).to(device=flat.device, dtype=flat.dtype)
+        s = torch.from_numpy(sin).to(device=flat.device, dtype=flat.dtype)
+        return torch.complex(c @ flat, s @ flat)
+    real = flat.detach().contiguous().numpy()
+    phases = np.concatenate([cos, sin]).astype(real.dtype, copy=False)
+    count = len(cos)
+    out = np.empty((count, real.shape[1]), dtype=np.result_type(real.dtype, np.complex64))
+    step = max(256, PHASE_BLOCK // max(2 * count, 1))
+    for start in range(0, real.shape[1], step):
+        block = phases @ real[:, start : start + step]
+        part = out[:, start : start + step]
+        part.real = block[:count]
+        part.imag = block[count:]
+    return torch.from_numpy(out)
