@@ -180,3 +180,24 @@ def test_the_acceptance_check_with_the_adjoint_gives_the_same_answer():
     assert plain.converged and both.converged
     assert abs(both.sigma - want) <= 1e-8 * want and abs(plain.sigma - want) <= 1e-8 * want
     assert both.residual == pytest.approx(plain.residual, rel=1e-6, abs=1e-13)
+
+
+@pytest.mark.parametrize("tol", [1e-4, lanczos.POLISH_BELOW])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_an_unpolished_float32_run_to_tol_passes_the_float64_acceptance(monkeypatch, tol, seed):
+    """Where no float64 polish follows, the float32 run stops at tol itself: its vector still
+    passes the float64 acceptance (residual <= 2·tol) without the ARPACK fallback, and the
+    value is within tol of the dense truth (2048 inputs: the Lanczos path)."""
+
+    def no_fallback(*args, **kwargs):
+        raise AssertionError("the float64 acceptance failed: ARPACK ran")
+
+    monkeypatch.setattr(lanczos, "_arpack", no_fallback)
+    kernel = np.random.default_rng(seed).standard_normal((8, 8, 3, 3)) / 8
+    res = operator_norm(kernel, (16, 16), padding=1, tol=tol)
+    dense = dense_singular_values(
+        kernel, (16, 16), stride=(1, 1), padding=((1, 1), (1, 1)), dilation=(1, 1), groups=1
+    )
+    assert res.iterations > 0 and res.guarantee in ("converged", "certified")
+    assert abs(res.value - dense[0]) <= tol * dense[0]
+    assert res.lower <= dense[0] * (1 + 1e-12) and res.upper >= dense[0] * (1 - 1e-12)
