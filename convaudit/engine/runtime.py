@@ -271,11 +271,10 @@ def run_chunks(
     results: list[T] = []
     total = len(parts)
     if rt.threads <= 1 or total <= 1:
-        with blas_threads(rt.threads):
-            for i, part in enumerate(parts):
-                results.append(work(part))
-                if progress is not None:
-                    progress(i + 1, total, what)
+        for i, part in enumerate(parts):
+            results.append(work(part))
+            if progress is not None:
+                progress(i + 1, total, what)
         return results
     previous = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -332,6 +332,7 @@ def lanczos_sigma_max(
         level = torch.tensor([(stop_at * (1 + STOP_MARGIN)) ** 2], dtype=torch.float64)
     # Eigenvalue accuracy tol/2 relative in λ gives ~tol/4 in σ: margin for the acceptance
     # test. float32 stops at FAST_TOL/2 at the tightest; the float64 block Lanczos goes on.
+    # Without that polish the float32 run's own vector is checked: tol itself leaves margin.
     polish = fast and not lower_only and tol < POLISH_BELOW
     margin = UNPOLISHED_MARGIN if fast and not polish else RUN_MARGIN
     ritz, count, done, stopped, products = _thick_restart(
