@@ -14,8 +14,8 @@ from convaudit.engine.conv import Conv
 from convaudit.engine.results import EngineOptions
 from convaudit.engine.runtime import runtime
 from convaudit.engine.sigma import circular as circular_norm
-from convaudit.engine.sigma.circular import _certify_below, _lanczos_top, circular_sigma_max
 from convaudit.engine.sigma import gram_lags
+from convaudit.engine.sigma.circular import _certify_below, _lanczos_top, circular_sigma_max
 from convaudit.engine.sigma.gram_lags import evaluate_gram, lag_gram, phase_sum
 from convaudit.engine.spectrum.frequencies import alias_frequencies, frequency_block
 
