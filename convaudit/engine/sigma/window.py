@@ -24,6 +24,7 @@ import scipy.linalg
 import torch
 
 from convaudit.engine.conv import Conv, LayerOperator
+from convaudit.engine.geometry import ConvGeometry
 from convaudit.engine.operator import PaddedConv
 
 
@@ -126,9 +127,8 @@ def windowed_candidates(op: LayerOperator, groups: np.ndarray, phi: np.ndarray) 
     delta = stride / (2 * (grid + 1))  # ± π/(n+1) per input sample, in alias cycles
     centre = top_right_vectors(continuous_blocks(conv, kernels, phi))
     aliases = _aliases(conv.stride)  # (L, nd)
-    coords = [np.arange(n) + t for n, t in zip(geometry.grid, geometry.before, strict=True)]
+    coords = _grid_coords(geometry)
     packet = np.zeros((len(groups), c_in_g, *geometry.grid), dtype=np.complex128)
-    plain = np.zeros_like(packet) if op.mode != "zeros" else None
     for signs in itertools.product((-1.0, 1.0), repeat=nd):
         s = np.asarray(signs)
         shifted = phi + s * delta
@@ -138,14 +138,36 @@ def windowed_candidates(op: LayerOperator, groups: np.ndarray, phi: np.ndarray) 
         before = np.asarray(geometry.before, dtype=np.float64)
         coef = complex(np.prod(s / 2j * np.exp(1j * s * np.pi * (1 - before) / (grid + 1))))
         _add_waves(packet, coef, v, shifted, aliases, stride, coords)
-    if plain is not None:
-        _add_waves(plain, 1.0, centre, phi, aliases, stride, coords)
-    parts = [packet.real, packet.imag] + ([] if plain is None else [plain.real])
-    out = np.zeros((len(parts), conv.groups, c_in_g, *geometry.grid))
+    parts = [packet.real, packet.imag]
+    if op.mode != "zeros":
+        parts.append(_plane_waves(op, centre, phi).real)
+    return _in_groups(op, groups, parts)
+
+
+def _grid_coords(geometry: ConvGeometry) -> list[np.ndarray]:
+    """Padded-tensor positions p + t of the layer's inputs, per axis."""
+    return [np.arange(n) + t for n, t in zip(geometry.grid, geometry.before, strict=True)]
+
+
+def _plane_waves(op: LayerOperator, v: np.ndarray, phi: np.ndarray) -> np.ndarray:
+    """The plane wave of each group's right singular vector ``v`` ``(G, c_in/g·prod(s))`` at
+    ``phi`` ``(G, nd)`` on the layer's grid: complex ``(G, c_in/g, *grid)``."""
+    conv = op.conv
+    out = np.zeros((len(phi), conv.shape[1], *op.geometry.grid), dtype=np.complex128)
+    stride = np.asarray(conv.stride, dtype=np.float64)
+    _add_waves(out, 1.0, v, phi, _aliases(conv.stride), stride, _grid_coords(op.geometry))
+    return out
+
+
+def _in_groups(op: LayerOperator, groups: np.ndarray, parts: list[np.ndarray]) -> torch.Tensor:
+    """Real inputs ``(len(parts), c_in, *grid)``: each part ``(len(groups), c_in/g, *grid)`` in
+    the channels of its groups, zeros in the others."""
+    conv, grid = op.conv, op.geometry.grid
+    out = np.zeros((len(parts), conv.groups, conv.shape[1], *grid))
     index = np.asarray(groups, dtype=np.int64)
     for i, part in enumerate(parts):
         out[i, index] = part
-    return torch.from_numpy(out.reshape(len(parts), conv.c_in, *geometry.grid))
+    return torch.from_numpy(out.reshape(len(parts), conv.c_in, *grid))
 
 
 def _add_waves(
@@ -188,16 +210,9 @@ def plane_wave_start(
     """A Lanczos seed without any eigenproblem: the circular top right singular vector
     ``vector`` (complex, ``c_in/g·prod(s)``) at ``phi`` (alias cycles, ``(nd,)``) as the real
     part of its plane wave on the layer's grid, in its group's channels ``(1, c_in, *grid)``."""
-    conv, geometry = op.conv, op.geometry
-    stride = np.asarray(conv.stride, dtype=np.float64)
-    coords = [np.arange(n) + t for n, t in zip(geometry.grid, geometry.before, strict=True)]
-    wave = np.zeros((1, conv.shape[1], *geometry.grid), dtype=np.complex128)
     v = np.asarray(vector, dtype=np.complex128).reshape(1, -1)
-    _add_waves(wave, 1.0, v, np.asarray(phi, dtype=np.float64)[None], _aliases(conv.stride),
-               stride, coords)  # fmt: skip
-    out = np.zeros((conv.groups, conv.shape[1], *geometry.grid))
-    out[group] = wave[0].real
-    return torch.from_numpy(out.reshape(1, conv.c_in, *geometry.grid))
+    wave = _plane_waves(op, v, np.asarray(phi, dtype=np.float64)[None])
+    return _in_groups(op, np.array([group]), [wave.real])
 
 
 #: inputs from which the candidates are ranked in float32 (one float64 product, not one each)
