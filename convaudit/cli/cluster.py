@@ -7,6 +7,7 @@ run in this process exactly as before, and neither convaudit.distributed nor Das
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     from convaudit.distributed import ClusterSpec, DaskExecutor
 
 SCHEDULER_ENV = "CONVAUDIT_SCHEDULER"
+
+#: how asyncio reports a future that died with an exception nobody read
+_ORPHAN_REPORTS = ("Future exception was never retrieved", "Task exception was never retrieved")
 
 
 def cluster_spec(
@@ -54,10 +58,31 @@ def open_executor(spec: ClusterSpec | None, *, quiet: bool) -> Iterator[DaskExec
     if spec is None:
         yield None
         return
+    from convaudit.cli.app import debug_enabled
     from convaudit.distributed import open_cluster
 
+    if not debug_enabled():
+        _drop_orphaned_future_reports()
     with open_cluster(spec) as executor:
         if not quiet:
             sys.stderr.write(f"running on {executor.where}\n")
             sys.stderr.flush()
         yield executor
+
+
+def _drop_orphaned_future_reports() -> None:
+    """Keep asyncio's "exception was never retrieved" off stderr for the rest of the process.
+
+    A Ctrl-C stops Dask's event loop with some of its internal waits pending (a batched send's
+    timer, say); when those futures are collected, at exit, asyncio logs their TimeoutError after
+    our ``error: interrupted``. They are Dask's bookkeeping, not a result of ours: our errors
+    reach us as exceptions. Other asyncio messages still print; CONVAUDIT_DEBUG keeps all.
+    """
+    logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, _OrphanedFutureFilter) for f in logger.filters):
+        logger.addFilter(_OrphanedFutureFilter())
+
+
+class _OrphanedFutureFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_ORPHAN_REPORTS)

@@ -130,3 +130,38 @@ def test_ctrl_c_cancels_the_futures_and_leaves_no_output(cluster, tmp_path):
     assert "Traceback" not in err, err
     assert list(out.parent.iterdir()) == []  # no report, no temporary file
     assert left == {}, left  # the futures were cancelled: the cluster forgot them
+
+
+ORPHAN_SCRIPT = """
+import asyncio, gc, sys
+from convaudit.cli.cluster import open_executor
+from convaudit.distributed import ClusterSpec
+
+with open_executor(ClusterSpec(scheduler=sys.argv[1]), quiet=True):
+    pass
+loop = asyncio.new_event_loop()
+orphan = loop.create_future()  # as a Dask wait left pending by Ctrl-C ends, at exit
+orphan.set_exception(TimeoutError("Timeout"))
+del orphan
+gc.collect()
+loop.call_exception_handler({"message": "some other asyncio trouble"})
+"""
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_futures_orphaned_by_the_cluster_print_nothing_unless_debugging(loopback, debug):
+    """The stray ``Future exception was never retrieved`` / ``TimeoutError: Timeout`` that a
+    Ctrl-C on a cluster run could print after ``error: interrupted``; CONVAUDIT_DEBUG shows it
+    (which also proves the script does make asyncio report one)."""
+    env = cli_env(**({"CONVAUDIT_DEBUG": "1"} if debug else {}))
+    done = subprocess.run(
+        [sys.executable, "-c", ORPHAN_SCRIPT, loopback.address],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr
+    assert ("Future exception was never retrieved" in done.stderr) is debug, done.stderr
+    assert "some other asyncio trouble" in done.stderr  # only the orphans are dropped
